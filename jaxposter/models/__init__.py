@@ -1,0 +1,47 @@
+"""Model registry: configs name models by string.
+
+Every model is a Flax Linen module called as ``model.apply(variables, x, train=bool)``
+on NHWC float images and returning float32 logits of shape ``[batch, num_classes]``
+(probabilities are ``sigmoid(logits)``). Dropout draws from the ``'dropout'`` RNG;
+BatchNorm statistics live in the ``'batch_stats'`` collection.
+"""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxposter.models import cnn
+
+# name -> constructor(num_classes=..., dropout_rate=..., dtype=..., **model kwargs)
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "custom_cnn": cnn.CustomCNN,
+}
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _register_zoo():
+  try:
+    from jaxposter.models import resnet  # noqa: F401  (registered when present)
+    MODELS.update(resnet.MODELS)
+  except ImportError:
+    pass
+  try:
+    from jaxposter.models import densenet  # noqa: F401
+    MODELS.update(densenet.MODELS)
+  except ImportError:
+    pass
+
+
+_register_zoo()
+
+
+def create_model(name: str, num_classes: int, *, dtype: str = "float32",
+                 **kwargs: Any) -> nn.Module:
+  """Builds a registered model; unknown names or dtypes raise ValueError naming the choices."""
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+  if dtype not in DTYPES:
+    raise ValueError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+  return MODELS[name](num_classes=num_classes, dtype=DTYPES[dtype], **kwargs)
