@@ -1,0 +1,93 @@
+"""Every knob of jaxposter, with its default. Model configs import this and override.
+
+Run: python launch.py --config configs/<name>.py --workdir runs/<name> [--config.a.b=value ...]
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # ---- data ---------------------------------------------------------------------------
+  c.data = d = ml_collections.ConfigDict()
+  d.name = "synthetic_posters"  # or "movie_posters" (the Kaggle MovieGenre layout)
+  d.data_dir = ""  # where TFDS writes prepared data; "" = TFDS default (~/tensorflow_datasets)
+  d.image_height = 268  # network input size; the Kaggle posters are 268x182 (HxW)
+  d.image_width = 182
+  d.normalization = "unit"  # "unit": [0, 1]; "imagenet": ImageNet mean/std (pretrained models)
+  d.random_flip = True  # training augmentation: random horizontal flip
+  d.crop_fraction = 1.0  # < 1: resize to size/fraction, then random (train) / centre (eval) crop
+  d.num_threads = 2  # grain reader threads (decode + resize + augment run in them)
+  d.prefetch = 4  # batches prefetched ahead of the device
+
+  # synthetic_posters: the embedded, procedurally drawn data set
+  d.synthetic = s = ml_collections.ConfigDict()
+  s.num_train = 3000
+  s.num_validation = 500
+  s.num_test = 1000
+  s.height = 96  # size the posters are drawn (and stored) at
+  s.width = 64
+  s.seed = 0
+
+  # movie_posters: MovieGenre.csv + a poster folder (or poster URLs to download)
+  d.manual_dir = ""  # folder with the CSV and the posters
+  d.csv = "MovieGenre.csv"  # relative to manual_dir, or absolute
+  d.poster_dir = "posters"  # relative to manual_dir, or absolute
+  d.download = False  # fetch missing posters from the CSV's Poster URLs
+  d.id_column = "imdbId"
+  d.genre_column = "Genre"  # pipe-separated or list-like; "" when genre_columns is used
+  d.genre_columns = ()  # one 0/1 column per genre, instead of genre_column
+  d.title_column = "Title"
+  d.url_column = "Poster"
+  d.file_pattern = "{id}.jpg"  # poster file name for an id
+  d.top_k = 5  # the K most frequent genres (the paper: 5) ...
+  d.genres = ()  # ... or an explicit list of genres ...
+  d.min_count = 0  # ... or every genre with at least this many posters (when top_k == 0)
+  d.keep_unlabeled = True  # keep rows with none of the chosen genres, with an all-zero label
+  d.sample_size = 0  # sample this many rows (the paper: 6000); 0 = all
+  d.split_fractions = (0.7, 0.1, 0.2)  # train / validation / test, by a hash of the id
+  d.store_height = 0  # resize at build time; 0 keeps the originals
+  d.store_width = 0
+
+  # ---- model --------------------------------------------------------------------------
+  c.model = m = ml_collections.ConfigDict()
+  m.name = "custom_cnn"
+  m.dtype = "float32"  # compute dtype; "bfloat16" on GPU/TPU
+  m.dropout_rate = 0.5
+  m.kwargs = ml_collections.ConfigDict()  # model-specific constructor arguments
+  m.pretrained = ""  # torchvision checkpoint name (e.g. "resnet50") or a .pth path
+  m.cache_dir = ""  # where downloaded weights are kept; "" = ~/.cache/jaxposter
+  m.freeze_backbone = False  # train only the head (BatchNorm statistics frozen too)
+  m.remat = False  # rematerialise dense layers (DenseNet) to save memory
+
+  # ---- optimisation -------------------------------------------------------------------
+  c.optimizer = o = ml_collections.ConfigDict()
+  o.name = "adam"  # "adam" or "adamw"
+  o.learning_rate = 1e-4
+  o.head_learning_rate = 0.0  # > 0: a separate learning rate for the head
+  o.weight_decay = 0.0  # adamw only
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.grad_clip_norm = 0.0  # > 0: clip the global gradient norm
+
+  c.schedule = sc = ml_collections.ConfigDict()
+  sc.name = "constant"  # "constant" or "cosine"
+  sc.warmup_epochs = 0.0
+
+  c.loss = lo = ml_collections.ConfigDict()
+  lo.name = "bce"  # binary cross-entropy on logits
+
+  c.num_epochs = 10
+  c.batch_size = 64  # global: split over all devices of all hosts
+  c.eval_batch_size = 64
+  c.parallelism = "jit"
+
+  # ---- checkpoints and logs ------------------------------------------------------------
+  c.checkpoint = ck = ml_collections.ConfigDict()
+  ck.keep = 2  # the last N epoch checkpoints are kept ...
+  ck.keep_best = True  # ... and the best by validation OF1
+  c.log_every_steps = 10
+  c.progress_bar = True
+  return c

@@ -1,0 +1,37 @@
+"""Scoring a state on a whole split: every example once, padding masked out."""
+
+import jax
+import numpy as np
+
+from jaxposter import metrics, parallel
+from jaxposter.data import pipeline
+
+
+def predict_split(exp, state, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Sigmoid probabilities, labels and per-example losses of every example of `split`."""
+  c = exp.config
+  sharding = parallel.batch_sharded(exp.mesh)
+  batches = pipeline.eval_batches(
+      exp.source(split), geom=exp.geom, global_batch=c.eval_batch_size,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_threads=c.data.num_threads, prefetch=c.data.prefetch)
+  outputs = []
+  for batch in batches:
+    mask = batch.pop("mask")
+    out = exp.eval_step(state, parallel.to_global(batch, sharding))
+    label = parallel.to_global({"label": batch["label"], "mask": mask}, sharding)
+    outputs.append((out, label))  # keep dispatching; fetch once at the end
+  probs, labels, losses = [], [], []
+  for out, label in outputs:
+    keep = parallel.to_host(label["mask"]).astype(bool)
+    probs.append(parallel.to_host(out["probs"])[keep])
+    losses.append(parallel.to_host(out["loss"])[keep])
+    labels.append(parallel.to_host(label["label"])[keep])
+  return np.concatenate(probs), np.concatenate(labels), np.concatenate(losses)
+
+
+def evaluate_split(exp, state, split: str, threshold=0.5) -> dict:
+  probs, labels, losses = predict_split(exp, state, split)
+  result = metrics.evaluate(probs, labels, exp.genres, threshold)
+  result["loss"] = float(losses.mean())
+  return result

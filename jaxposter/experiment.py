@@ -1,0 +1,124 @@
+"""Everything a run needs, built once from a config: data, mesh, model, steps, checkpoints.
+
+Training, evaluation and prediction all start from `setup`, so they cannot disagree about
+how a config turns into a model or a pipeline.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import ml_collections
+
+from jaxposter import checkpoint, models, parallel, train
+from jaxposter.data import builder as builder_lib
+from jaxposter.data import pipeline
+
+
+class UserError(Exception):
+  """A problem the user can fix (config, data, workdir); printed without a traceback."""
+
+
+# Config fields that must match between a checkpoint and the config restoring it.
+_COMPATIBLE_FIELDS = ("model.name", "model.kwargs", "data.image_height", "data.image_width")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Rejects config values that cannot work, naming the field and the fix."""
+  d = config.data
+  checks = [
+      (config.num_epochs >= 1, "num_epochs must be >= 1"),
+      (config.batch_size >= 1, "batch_size must be >= 1"),
+      (config.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+      (d.image_height >= 8 and d.image_width >= 8, "data.image_height/width must be >= 8"),
+      (0.0 < d.crop_fraction <= 1.0, "data.crop_fraction must be in (0, 1]"),
+      (d.normalization in train.NORMALIZATIONS,
+       f"data.normalization must be one of {train.NORMALIZATIONS}"),
+      (config.parallelism in ("jit",), "parallelism must be 'jit'"),
+      (0.0 <= config.model.dropout_rate < 1.0, "model.dropout_rate must be in [0, 1)"),
+      (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0"),
+      (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
+  ]
+  problems = [msg for ok, msg in checks if not ok]
+  if problems:
+    raise UserError("invalid config: " + "; ".join(problems))
+
+
+def _get(tree: dict, dotted: str) -> Any:
+  for key in dotted.split("."):
+    tree = tree.get(key, {}) if isinstance(tree, dict) else {}
+  return tree
+
+
+def check_compatible(saved: dict, config: ml_collections.ConfigDict, genres: list[str],
+                     where: str) -> None:
+  """A checkpoint restores only into the model, input size and genres it was trained for."""
+  current = json.loads(config.to_json())
+  diffs = [f"{f}: checkpoint {_get(saved['config'], f)!r}, config {_get(current, f)!r}"
+           for f in _COMPATIBLE_FIELDS if _get(saved["config"], f) != _get(current, f)]
+  if saved["genres"] != list(genres):
+    diffs.append(f"genres: checkpoint {saved['genres']}, data {list(genres)}")
+  if diffs:
+    raise UserError(f"the checkpoint in {where} was trained with another configuration:\n  "
+                    + "\n  ".join(diffs)
+                    + "\nUse a fresh --workdir, or the config the checkpoint was trained with.")
+
+
+@dataclasses.dataclass
+class Experiment:
+  config: ml_collections.ConfigDict
+  workdir: str
+  data: Any  # the prepared TFDS builder
+  genres: list[str]
+  mesh: jax.sharding.Mesh
+  model: Any
+  geom: pipeline.Geometry
+  train_step: Callable
+  eval_step: Callable
+  checkpoints: checkpoint.Checkpoints
+
+  def source(self, split: str):
+    return pipeline.open_split(self.data, split)
+
+  def num_examples(self, split: str) -> int:
+    return self.data.info.splits[split].num_examples
+
+  def new_state(self, steps_per_epoch: int) -> train.TrainState:
+    """A freshly initialised state: the template every restore fills in."""
+    tx = train.make_optimizer(self.config, steps_per_epoch)
+    shape = (self.geom.height, self.geom.width, 3)
+    return train.create_state(self.model, tx, shape, self.config.seed,
+                              parallel.replicated(self.mesh))
+
+  def steps_per_epoch(self) -> int:
+    return self.num_examples("train") // self.config.batch_size
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = False,
+          data=None) -> Experiment:
+  validate(config)
+  mesh = parallel.make_mesh()
+  try:
+    parallel.check_batch_size(config.batch_size, mesh)
+    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    data = data or builder_lib.prepare(config.data, quiet=jax.process_index() != 0)
+    genres = builder_lib.vocabulary(data)
+    kwargs = config.model.kwargs.to_dict()
+    if config.model.remat:
+      kwargs["remat"] = True
+    model = models.create_model(config.model.name, len(genres), dtype=config.model.dtype,
+                                dropout_rate=config.model.dropout_rate, **kwargs)
+  except (ValueError, FileNotFoundError) as e:
+    raise UserError(str(e)) from e
+  n_train = data.info.splits["train"].num_examples if "train" in data.info.splits else 0
+  if not read_only and n_train < config.batch_size:
+    raise UserError(f"the training split has {n_train} examples, fewer than one batch "
+                    f"(config.batch_size={config.batch_size})")
+  geom = pipeline.Geometry(config.data.image_height, config.data.image_width,
+                           config.data.crop_fraction)
+  train_step, eval_step = train.compile_steps(mesh, config.data.normalization)
+  ckpt = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
+                                keep_best=config.checkpoint.keep_best, read_only=read_only)
+  return Experiment(config, workdir, data, genres, mesh, model, geom, train_step, eval_step, ckpt)

@@ -1,0 +1,155 @@
+"""The modes of a run: train (resuming when the workdir holds a checkpoint) and eval."""
+
+import json
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from jaxposter import evaluate, parallel, report, train
+from jaxposter.data import pipeline
+from jaxposter.experiment import UserError, check_compatible, setup
+
+MODES = ("train", "eval")
+CONFIG_FILE = "config.json"
+LOG_FILE = "metrics.jsonl"
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise UserError(f"{workdir} holds no {CONFIG_FILE}: train into it first "
+                    f"(python launch.py --config configs/demo.py --workdir {workdir}), "
+                    "or pass --config")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def run(config: ml_collections.ConfigDict | None, workdir: str, mode: str = "train",
+        step: int | None = None) -> dict:
+  if mode not in MODES:
+    raise UserError(f"unknown mode {mode!r}; choose one of {MODES}")
+  if mode == "train":
+    if config is None:
+      raise UserError("training needs --config (e.g. --config configs/demo.py)")
+    return train_and_evaluate(config, workdir)
+  return evaluate_checkpoint(config, workdir, step)
+
+
+def _meta(exp, epoch: int, val: dict, test: dict) -> dict:
+  return {"config": json.loads(exp.config.to_json()), "genres": exp.genres, "epoch": epoch,
+          "validation": _summary(val), "test": _summary(test)}
+
+
+def _summary(result: dict) -> dict:
+  return {k: v for k, v in result.items() if k != "per_genre"}
+
+
+def _restore(exp, step: int, steps_per_epoch: int):
+  meta = exp.checkpoints.restore_meta(step)
+  check_compatible(meta, exp.config, exp.genres, exp.workdir)
+  return exp.checkpoints.restore(step, exp.new_state(steps_per_epoch)), meta
+
+
+def _truncate_log(path: str, last_epoch: int) -> None:
+  """Drops log records of epochs after the checkpoint we resume from (they are redone)."""
+  if not os.path.exists(path) or not report.is_chief():
+    return
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  with open(path, "w") as f:
+    for r in records:
+      if r["epoch"] <= last_epoch:
+        f.write(json.dumps(r) + "\n")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  exp = setup(config, workdir)
+  os.makedirs(workdir, exist_ok=True)
+  report.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
+  log_path = os.path.join(workdir, LOG_FILE)
+  steps_per_epoch = exp.steps_per_epoch()
+  latest = exp.checkpoints.latest_step()
+  if latest is None:
+    state = exp.new_state(steps_per_epoch)
+    _truncate_log(log_path, 0)
+  else:
+    state, meta = _restore(exp, latest, steps_per_epoch)
+    _truncate_log(log_path, meta["epoch"])
+    print(f"Resumed from the checkpoint of epoch {meta['epoch']} (step {latest}) in {workdir}",
+          flush=True)
+  params = sum(x.size for x in jax.tree.leaves(state.params))
+  print(f"{config.model.name}: {params:,} parameters; {len(jax.devices())} device(s); "
+        f"{exp.num_examples('train')} training posters, {steps_per_epoch} steps per epoch; "
+        f"genres: {', '.join(exp.genres)}", flush=True)
+
+  key = jax.random.key(config.seed)
+  sharding = parallel.batch_sharded(exp.mesh)
+  step = int(state.step)
+  val = test = None
+  for epoch in range(step // steps_per_epoch + 1, config.num_epochs + 1):
+    offset = step - (epoch - 1) * steps_per_epoch
+    batches = pipeline.train_batches(
+        exp.source("train"), geom=exp.geom, global_batch=config.batch_size, seed=config.seed,
+        epoch=epoch, start_step=offset, random_flip=config.data.random_flip,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+    bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch}/{config.num_epochs}",
+               disable=not (config.progress_bar and report.is_chief()), leave=False)
+    total, seen, start = None, 0, time.perf_counter()
+    for batch in batches:
+      state, m = exp.train_step(state, parallel.to_global(batch, sharding), key)
+      total = train.sum_metrics(total, m)
+      step, seen = step + 1, seen + config.batch_size
+      bar.update()
+      if step % config.log_every_steps == 0:
+        loss = float(m["loss_sum"] / m["count"])
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+    bar.close()
+    train_m = train.summarize_train(total)
+    if int(total["nonfinite"]):
+      raise UserError(f"the loss became NaN/inf during epoch {epoch}; lower "
+                      f"--config.optimizer.learning_rate (now {config.optimizer.learning_rate})")
+    train_m["images_per_s"] = seen / (time.perf_counter() - start)
+    val = evaluate.evaluate_split(exp, state, "validation")
+    test = evaluate.evaluate_split(exp, state, "test")
+    exp.checkpoints.save(step, state, _meta(exp, epoch, val, test), {"val_OF1": val["OF1"]})
+    report.append_jsonl(log_path, {"epoch": epoch, "step": step, "train": train_m,
+                                   "validation": val, "test": test})
+    if report.is_chief():
+      print(report.epoch_line(epoch, config.num_epochs, train_m, val, test), flush=True)
+  exp.checkpoints.wait()
+  if test is None:
+    print(f"{workdir} already holds a run of {config.num_epochs} epochs; nothing to train. "
+          "Evaluate it with --mode eval, or raise --config.num_epochs.", flush=True)
+    return {}
+  if report.is_chief():
+    print(report.table(test, f"Test metrics after epoch {config.num_epochs}"), flush=True)
+    print(f"Best validation OF1 at step {exp.checkpoints.best_step()}; "
+          f"evaluate it with: python launch.py --workdir {workdir} --mode eval", flush=True)
+  return test
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str,
+                        step: int | None = None) -> dict:
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir) or not any(d.isdigit() for d in os.listdir(ckpt_dir)):
+    raise UserError(f"no checkpoint in {workdir}: train first, e.g. "
+                    f"python launch.py --config configs/demo.py --workdir {workdir}")
+  config = config or load_workdir_config(workdir)
+  exp = setup(config, workdir, read_only=True)
+  steps = exp.checkpoints.steps()
+  if step is None:
+    step = exp.checkpoints.best_step() or exp.checkpoints.latest_step()
+  elif step not in steps:
+    raise UserError(f"no checkpoint at step {step} in {workdir}; available: {sorted(steps)}")
+  state, meta = _restore(exp, step, exp.steps_per_epoch())
+  test = evaluate.evaluate_split(exp, state, "test")
+  if report.is_chief():
+    print(report.table(test, f"Test metrics of the checkpoint at step {step} "
+                             f"(epoch {meta['epoch']})"), flush=True)
+    report.write_json(os.path.join(workdir, f"eval_step{step}.json"), test)
+  return test

@@ -1,0 +1,69 @@
+"""Devices, meshes and batch placement.
+
+Data parallelism over every device of every process: a 1-D `Mesh` with axis `data`;
+parameters and optimizer state are replicated, each batch is split along its first axis.
+"""
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed(coordinator: str = "", num_processes: int = 0,
+                           process_id: int = -1) -> None:
+  """Joins a multi-host run when asked to (flags or JAX_COORDINATOR_ADDRESS & co).
+
+  With nothing configured this is a no-op; on Cloud TPU and SLURM, JAX finds the
+  cluster itself when JAXPOSTER_DISTRIBUTED=1 is set.
+  """
+  if coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    kwargs = {}
+    if coordinator:
+      kwargs["coordinator_address"] = coordinator
+    if num_processes:
+      kwargs["num_processes"] = num_processes
+    if process_id >= 0:
+      kwargs["process_id"] = process_id
+    jax.distributed.initialize(**kwargs)
+  elif os.environ.get("JAXPOSTER_DISTRIBUTED") == "1":
+    jax.distributed.initialize()
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_batch_size(global_batch: int, mesh: Mesh, what: str = "batch_size") -> None:
+  """A global batch must split evenly over devices and processes; say so before training."""
+  devices = mesh.devices.size
+  if global_batch <= 0 or global_batch % devices:
+    fix = max(devices, global_batch // devices * devices)
+    raise ValueError(
+        f"config.{what}={global_batch} does not divide over {devices} devices "
+        f"({jax.process_count()} process(es)); use a multiple of {devices}, "
+        f"e.g. --config.{what}={fix}")
+
+
+def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """This process's slice of a batch -> global arrays sharded along the batch axis."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+  """A (possibly multi-host) global array -> the full numpy array on every process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)

@@ -1,0 +1,144 @@
+"""TrainState, the optimizer, and the pure train / eval steps.
+
+Steps are pure functions of (state, batch, key); `compile_steps` wraps them with `jax.jit`
+over a data-parallel mesh (batch split on the `data` axis, state replicated, the old state's
+buffers donated to the new one). Under sharded `jit`, BatchNorm sees the global batch.
+"""
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxposter import parallel
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("unit", "imagenet")
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any = None
+
+
+def normalize(images: jax.Array, how: str) -> jax.Array:
+  """uint8 images -> float32, in [0, 1] ("unit") or standardised by ImageNet mean/std."""
+  x = images.astype(jnp.float32) / 255.0
+  if how == "imagenet":
+    x = (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+  elif how != "unit":
+    raise ValueError(f"unknown data.normalization {how!r}; choose one of {NORMALIZATIONS}")
+  return x
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   steps_per_epoch: int) -> optax.GradientTransformation:
+  """Adam or AdamW with an optional warm-up and cosine decay and gradient clipping."""
+  o, s = config.optimizer, config.schedule
+  total = max(1, config.num_epochs * steps_per_epoch)
+  warmup = int(s.warmup_epochs * steps_per_epoch)
+  if s.name == "constant":
+    lr = optax.join_schedules(
+        [optax.linear_schedule(0.0, o.learning_rate, warmup), optax.constant_schedule(o.learning_rate)],
+        [warmup]) if warmup else o.learning_rate
+  elif s.name == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, warmup, total)
+  else:
+    raise ValueError(f"unknown schedule.name {s.name!r}; choose 'constant' or 'cosine'")
+  if o.name == "adam":
+    tx = optax.adam(lr, b1=o.b1, b2=o.b2)
+  elif o.name == "adamw":
+    tx = optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+  else:
+    raise ValueError(f"unknown optimizer.name {o.name!r}; choose 'adam' or 'adamw'")
+  if o.grad_clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), tx)
+  return tx
+
+
+def create_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple,
+                 seed: int, sharding: jax.sharding.Sharding) -> TrainState:
+  """Initialises parameters (from `seed`) directly into replicated device buffers."""
+
+  def init():
+    x = jnp.zeros((1, *image_shape), jnp.float32)
+    variables = model.init({"params": jax.random.key(seed)}, x, train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables.get("batch_stats"))
+
+  return jax.jit(init, out_shardings=sharding)()
+
+
+def bce_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example binary cross-entropy on logits, averaged over genres."""
+  return optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype)).mean(-1)
+
+
+def _apply(state: TrainState, params, images, train: bool, rngs=None):
+  variables = {"params": params}
+  if state.batch_stats is not None:
+    variables["batch_stats"] = state.batch_stats
+  if train and state.batch_stats is not None:
+    logits, updates = state.apply_fn(variables, images, train=True, rngs=rngs,
+                                     mutable=["batch_stats"])
+    return logits, updates["batch_stats"]
+  return state.apply_fn(variables, images, train=train, rngs=rngs), state.batch_stats
+
+
+def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization: str):
+  """One optimizer step on a batch. Returns the new state and summed metrics of the batch.
+
+  Dropout draws from fold_in(key, step): the same step gets the same mask on any device
+  count and after any resume.
+  """
+  images = normalize(batch["image"], normalization)
+  labels = batch["label"]
+  rngs = {"dropout": jax.random.fold_in(key, state.step)}
+
+  def loss_fn(params):
+    logits, batch_stats = _apply(state, params, images, True, rngs)
+    return bce_loss(logits, labels).mean(), (logits, batch_stats)
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  pred = logits >= 0.0  # sigmoid(logits) >= 0.5
+  pos = labels.astype(bool)
+  metrics = {"loss_sum": loss * labels.shape[0], "count": jnp.float32(labels.shape[0]),
+             "tp": (pred & pos).sum(0), "pred": pred.sum(0), "pos": pos.sum(0),
+             "nonfinite": (~jnp.isfinite(loss)).astype(jnp.int32)}
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict, *, normalization: str) -> dict:
+  """Sigmoid probabilities and per-example loss of a batch (padding is masked on the host)."""
+  logits, _ = _apply(state, state.params, normalize(batch["image"], normalization), False)
+  return {"probs": jax.nn.sigmoid(logits), "loss": bce_loss(logits, batch["label"])}
+
+
+def compile_steps(mesh: jax.sharding.Mesh, normalization: str) -> tuple[Callable, Callable]:
+  """`train_step` and `eval_step` jit-compiled over `mesh`."""
+  repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  p_train = jax.jit(functools.partial(train_step, normalization=normalization),
+                    in_shardings=(repl, data, repl), out_shardings=(repl, repl),
+                    donate_argnums=(0,))
+  p_eval = jax.jit(functools.partial(eval_step, normalization=normalization),
+                   in_shardings=(repl, data), out_shardings=data)
+  return p_train, p_eval
+
+
+def sum_metrics(total: dict | None, new: dict) -> dict:
+  return new if total is None else jax.tree.map(jnp.add, total, new)
+
+
+def summarize_train(total: dict) -> dict[str, float]:
+  from jaxposter import metrics as metrics_lib
+  host = jax.tree.map(np.asarray, total)
+  out = metrics_lib.from_counts(host["tp"], host["pred"], host["pos"])
+  out["loss"] = float(host["loss_sum"] / max(host["count"], 1))
+  return out

@@ -1,0 +1,43 @@
+"""jaxposter's command line: parses flags and calls jaxposter.main.run.
+
+  python launch.py --config configs/demo.py --workdir runs/demo            # train
+  python launch.py --workdir runs/demo --mode eval                         # evaluate the best
+  python launch.py --config configs/demo.py --config.num_epochs=3 ...      # override any field
+"""
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/demo.py.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "What to do.")
+flags.DEFINE_integer("step", None, "eval: the checkpoint step to restore (default: the best).")
+flags.DEFINE_string("coordinator", "", "Multi-host: coordinator host:port (process 0).")
+flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
+flags.DEFINE_integer("process_id", -1, "Multi-host: this process's id.")
+flags.mark_flag_as_required("workdir")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from jaxposter import main as jp_main, parallel
+  from jaxposter.experiment import UserError
+  try:
+    parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+    jp_main.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.step)
+  except UserError as e:
+    if os.environ.get("JAXPOSTER_DEBUG"):
+      raise
+    print(f"jaxposter: error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `configs` imports `configs.default`
+  app.run(main)
