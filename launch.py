@@ -6,9 +6,10 @@
 """
 
 import os
+import re
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/demo.py.",
@@ -23,9 +24,29 @@ flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
 
+def parse_flags(argv):
+  """absl's parser, with config errors (missing file, misspelled field) as one clear line."""
+  try:
+    argv = FLAGS(argv)
+    if FLAGS["config"].present or FLAGS.config is not None:
+      FLAGS.config.to_dict()  # a config file that failed to load raises here
+    return argv
+  except flags.Error as e:
+    sys.exit(f"jaxposter: error: {e}\nUsage: python launch.py --config configs/demo.py "
+             "--workdir runs/demo [--mode train|eval]")
+  except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+    message = " ".join(str(e).strip("'\"").replace("\\n", " ").split())
+    missing = re.search(r"No such file or directory: '([^']+)'?", message)
+    if missing:
+      sys.exit(f"jaxposter: error: config file not found: {missing.group(1)} "
+               "(the configs are in configs/, e.g. --config configs/demo.py)")
+    sys.exit(f"jaxposter: error: bad --config or --config.* override: {message}")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS narrate every file at INFO
   from jaxposter import main as jp_main, parallel
   from jaxposter.experiment import UserError
   try:
@@ -40,4 +61,4 @@ def main(argv):
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `configs` imports `configs.default`
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -41,6 +41,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0"),
       (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
   ]
+  if config.model.name not in models.MODELS:
+    checks.append((False, f"unknown model.name {config.model.name!r}; choose one of: "
+                          f"{', '.join(sorted(models.MODELS))}"))
+  if config.model.dtype not in models.DTYPES:
+    checks.append((False, f"unknown model.dtype {config.model.dtype!r}; choose one of: "
+                          f"{', '.join(models.DTYPES)}"))
   problems = [msg for ok, msg in checks if not ok]
   if problems:
     raise UserError("invalid config: " + "; ".join(problems))

@@ -61,7 +61,7 @@ def example(image: np.ndarray | bytes, label: np.ndarray, ident: str, title: str
   }
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class SyntheticConfig(tfds.core.BuilderConfig):
   num_train: int = 3000
   num_validation: int = 500
