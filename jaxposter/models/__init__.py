@@ -11,30 +11,16 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxposter.models import cnn
+from jaxposter.models import cnn, densenet, resnet
 
 # name -> constructor(num_classes=..., dropout_rate=..., dtype=..., **model kwargs)
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "custom_cnn": cnn.CustomCNN,
+    **resnet.MODELS,
+    **densenet.MODELS,
 }
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def _register_zoo():
-  try:
-    from jaxposter.models import resnet  # noqa: F401  (registered when present)
-    MODELS.update(resnet.MODELS)
-  except ImportError:
-    pass
-  try:
-    from jaxposter.models import densenet  # noqa: F401
-    MODELS.update(densenet.MODELS)
-  except ImportError:
-    pass
-
-
-_register_zoo()
 
 
 def create_model(name: str, num_classes: int, *, dtype: str = "float32",
