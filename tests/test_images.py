@@ -1,0 +1,129 @@
+"""images.load_rgb / to_jpeg_bytes on every good and bad kind of poster file."""
+
+import io
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from jaxposter.data import images
+
+
+def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+  buf = io.BytesIO()
+  img.save(buf, format=fmt, **kwargs)
+  return buf.getvalue()
+
+
+def _noise(h=48, w=32, seed=0) -> Image.Image:
+  return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8))
+
+
+def _halves(w=40, h=20) -> Image.Image:
+  """Left half red, right half blue."""
+  a = np.zeros((h, w, 3), np.uint8)
+  a[:, : w // 2] = (255, 0, 0)
+  a[:, w // 2:] = (0, 0, 255)
+  return Image.fromarray(a)
+
+
+def test_rgb_jpeg_keeps_its_bytes(tmp_path):
+  data = _encode(_noise(), "JPEG", quality=80)
+  path = tmp_path / "1.jpg"
+  path.write_bytes(data)
+  for source in (data, str(path), path):
+    img = images.load_rgb(source)
+    assert img.mode == "RGB" and img.size == (32, 48)
+    assert images.keeps_bytes(img)
+    assert images.to_jpeg_bytes(img) == data
+    assert images.poster_jpeg(source) == data
+
+
+def test_resize_reencodes():
+  data = _encode(_noise(), "JPEG")
+  img = images.load_rgb(data)
+  assert images.to_jpeg_bytes(img, size=(48, 32)) == data  # same size: no resize asked
+  small = images.to_jpeg_bytes(img, size=(24, 16))
+  assert small != data and Image.open(io.BytesIO(small)).size == (16, 24)
+  assert not images.keeps_bytes(img, (24, 16))
+
+
+@pytest.mark.parametrize("kind", ["png", "gif", "gray_jpeg", "cmyk_jpeg", "palette_png",
+                                  "rgba_png", "gray_png16"])
+def test_good_kinds_decode_to_rgb(kind):
+  base = _noise(seed=1)
+  data = {
+      "png": lambda: _encode(base, "PNG"),
+      "gif": lambda: _encode(base, "GIF"),
+      "gray_jpeg": lambda: _encode(base.convert("L"), "JPEG"),
+      "cmyk_jpeg": lambda: _encode(base.convert("CMYK"), "JPEG"),
+      "palette_png": lambda: _encode(base.convert("P"), "PNG"),
+      "rgba_png": lambda: _encode(base.convert("RGBA"), "PNG"),
+      "gray_png16": lambda: _encode(base.convert("I;16"), "PNG"),
+  }[kind]()
+  img = images.load_rgb(data)
+  assert img.mode == "RGB" and img.size == (32, 48)
+  assert not images.keeps_bytes(img)
+  out = Image.open(io.BytesIO(images.to_jpeg_bytes(img)))
+  assert out.format == "JPEG" and out.mode == "RGB" and out.size == (32, 48)
+
+
+def test_transparent_pixels_become_white():
+  a = np.zeros((8, 8, 4), np.uint8)  # fully transparent black
+  img = images.load_rgb(_encode(Image.fromarray(a, "RGBA"), "PNG"))
+  assert np.asarray(img).min() == 255
+
+
+def test_exif_rotation_is_applied():
+  exif = Image.Exif()
+  exif[0x0112] = 6  # stored sideways: display = rotate 90 degrees clockwise
+  data = _encode(_halves(), "JPEG", exif=exif.tobytes(), quality=95)
+  img = images.load_rgb(data)
+  assert img.size == (20, 40)  # (width, height): portrait after rotation
+  a = np.asarray(img).astype(int)
+  assert a[5, 10, 0] > 200 and a[5, 10, 2] < 60  # red on top
+  assert a[35, 10, 2] > 200 and a[35, 10, 0] < 60  # blue below
+  assert not images.keeps_bytes(img)  # rotated pixels must be re-encoded
+
+
+def test_exif_orientation_1_keeps_bytes():
+  exif = Image.Exif()
+  exif[0x0112] = 1
+  data = _encode(_halves(), "JPEG", exif=exif.tobytes())
+  assert images.to_jpeg_bytes(images.load_rgb(data)) == data
+
+
+def _truncated() -> bytes:
+  data = _encode(_noise(256, 256), "JPEG", quality=95)
+  return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty"),
+    (_truncated(), "truncated"),
+    (b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head></html>", "html"),
+    (b"  <html><body>Access denied</body></html>", "html"),
+    (np.random.default_rng(3).integers(0, 256, 5000, np.uint8).tobytes(), "not_an_image"),
+])
+def test_bad_kinds_raise(tmp_path, data, reason):
+  path = tmp_path / "bad.jpg"
+  path.write_bytes(data)
+  for source in (data, path):
+    with pytest.raises(images.BadImage) as e:
+      images.load_rgb(source)
+    assert e.value.reason == reason
+  with pytest.raises(images.BadImage):
+    images.poster_jpeg(path)
+
+
+def test_corrupt_png_raises():
+  data = bytearray(_encode(_noise(), "PNG"))
+  data[60:90] = b"\x00" * 30  # inside the compressed IDAT stream
+  with pytest.raises(images.BadImage) as e:
+    images.load_rgb(bytes(data))
+  assert e.value.reason in ("corrupt", "truncated")
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+  with pytest.raises(FileNotFoundError):
+    images.load_rgb(tmp_path / "nope.jpg")
