@@ -46,7 +46,7 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS narrate every file at INFO
+  logging.set_verbosity(logging.ERROR)  # Orbax and TFDS narrate every file and option
   from jaxposter import main as jp_main, parallel
   from jaxposter.experiment import UserError
   try:

@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny synthetic data set built once per session, and CLI helpers."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # `configs` is importable as a package
+
+# A demo config small enough to compile and train in seconds on a CPU.
+TINY = {
+    "data.synthetic.num_train": 96, "data.synthetic.num_validation": 24,
+    "data.synthetic.num_test": 37,  # divisible by none of 2, 3, 8, 16
+    "data.synthetic.height": 36, "data.synthetic.width": 24,
+    "data.image_height": 32, "data.image_width": 24,
+    "model.kwargs.features": (4, 8, 8), "model.kwargs.hidden": 16,
+    "batch_size": 16, "eval_batch_size": 16, "num_epochs": 2, "progress_bar": False,
+}
+
+
+def tiny_overrides(data_dir: str, **extra) -> list[str]:
+  items = {**TINY, "data.data_dir": data_dir, **{k.replace("__", "."): v for k, v in extra.items()}}
+  return [f"--config.{k}={v}" for k, v in items.items()]
+
+
+def tiny_config(data_dir: str):
+  from configs import demo
+  config = demo.get_config()
+  for key, value in {**TINY, "data.data_dir": data_dir}.items():
+    *path, leaf = key.split(".")
+    node = config
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def run_cli(args: list[str], env_extra: dict | None = None, check: bool = True,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+  env = dict(os.environ, **(env_extra or {}))
+  env.setdefault("JAX_PLATFORMS", "cpu")
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"launch.py {' '.join(args)} failed ({proc.returncode}):\n"
+                         f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+  return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> str:
+  """The tiny synthetic data set, prepared once per test session."""
+  from jaxposter.data import builder
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  builder.prepare(tiny_config(data_dir).data, quiet=True)
+  return data_dir

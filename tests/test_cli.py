@@ -1,0 +1,141 @@
+"""End-to-end tests of launch.py: train, evaluate, resume after SIGKILL, device counts, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, run_cli, tiny_overrides
+
+
+def _log(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _eval(workdir, *extra):
+  run_cli(["--workdir", workdir, "--mode", "eval", *extra])
+  step = max(int(f[len("eval_step"):-5]) for f in os.listdir(workdir) if f.startswith("eval_step"))
+  with open(os.path.join(workdir, f"eval_step{step}.json")) as f:
+    return step, json.load(f)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run") / "demo")
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                  *tiny_overrides(tiny_data_dir, num_epochs=3)])
+  return workdir, proc
+
+
+def test_train_writes_log_config_and_checkpoints(trained):
+  workdir, proc = trained
+  log = _log(workdir)
+  assert [r["epoch"] for r in log] == [1, 2, 3]
+  assert log[-1]["step"] == 3 * (96 // 16)
+  assert log[-1]["test"]["num_examples"] == 37 and log[-1]["validation"]["num_examples"] == 24
+  assert "constant" in proc.stdout and "OF1" in proc.stdout
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["name"] == "custom_cnn"
+
+
+def test_eval_reproduces_the_logged_test_metrics(trained):
+  workdir, _ = trained
+  log = {r["step"]: r for r in _log(workdir)}
+  for step in (12, 18):
+    _, result = _eval(workdir, "--step", str(step))
+    logged = log[step]["test"]
+    for k in ("OP", "OR", "OF1", "CP", "CR", "CF1", "mAP", "ROC_AUC", "loss"):
+      assert result[k] == pytest.approx(logged[k], rel=1e-6, abs=1e-7), k
+
+
+def test_eval_defaults_to_the_best_validation_checkpoint(trained):
+  workdir, _ = trained
+  log = _log(workdir)
+  best = max(log, key=lambda r: r["validation"]["OF1"])
+  step, _ = _eval(workdir)
+  assert _log(workdir)[[r["step"] for r in log].index(step)]["validation"]["OF1"] == \
+      best["validation"]["OF1"]
+
+
+def test_training_again_is_a_no_op(trained, tiny_data_dir):
+  workdir, _ = trained
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                  *tiny_overrides(tiny_data_dir, num_epochs=3)])
+  assert "nothing to train" in proc.stdout
+  assert len(_log(workdir)) == 3
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(trained, tiny_data_dir, tmp_path):
+  reference, _ = trained
+  workdir = str(tmp_path / "killed")
+  args = [sys.executable, os.path.join(ROOT, "launch.py"), "--config", "configs/demo.py",
+          "--workdir", workdir, *tiny_overrides(tiny_data_dir, num_epochs=3)]
+  proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    first = os.path.join(workdir, "checkpoints", "6")
+    deadline = time.time() + 300
+    while not os.path.isdir(first) and time.time() < deadline and proc.poll() is None:
+      time.sleep(0.05)
+    time.sleep(0.2)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == -signal.SIGKILL
+  assert len(_log(workdir)) < 3, "the run finished before it could be killed"
+  resumed = run_cli(args[2:])
+  assert "Resumed" in resumed.stdout or len(_log(workdir)) == 3
+  assert [r["epoch"] for r in _log(workdir)] == [1, 2, 3]
+  _, a = _eval(workdir, "--step", "18")
+  _, b = _eval(reference, "--step", "18")
+  for k in ("OF1", "mAP", "loss"):
+    assert a[k] == pytest.approx(b[k], rel=1e-6), k
+
+
+def test_eight_devices_match_one(trained, tiny_data_dir, tmp_path):
+  reference, _ = trained
+  workdir = str(tmp_path / "eight")
+  run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+           *tiny_overrides(tiny_data_dir, num_epochs=3)],
+          env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  for a, b in zip(_log(workdir), _log(reference)):
+    assert a["train"]["loss"] == pytest.approx(b["train"]["loss"], rel=1e-5)
+    for split in ("validation", "test"):
+      for k in ("OF1", "mAP", "loss"):
+        assert a[split][k] == pytest.approx(b[split][k], rel=1e-5, abs=1e-6), (split, k)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "configs/nope.py"], "config file not found"),
+    (["--config", "configs/demo.py", "--config.batch_sise=4"], "batch_size"),
+    (["--config", "configs/demo.py", "--config.model.name=resnet9"], "unknown model.name"),
+    (["--mode", "eval"], "no checkpoint"),
+])
+def test_bad_input_is_one_clear_message(args, message, tmp_path):
+  proc = run_cli(["--workdir", str(tmp_path / "w"), *args], check=False)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_batch_size_must_divide_over_devices(tiny_data_dir, tmp_path):
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", str(tmp_path / "w"),
+                  *tiny_overrides(tiny_data_dir, batch_size=12)],
+                 env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, check=False)
+  assert proc.returncode == 2 and "batch_size=12 does not divide over 8 devices" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_checkpoint_from_another_config_is_refused(trained, tiny_data_dir):
+  workdir, _ = trained
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                  *tiny_overrides(tiny_data_dir, num_epochs=4, model__kwargs__hidden=32)],
+                 check=False)
+  assert proc.returncode == 2 and "another configuration" in proc.stderr
+  assert "model.kwargs" in proc.stderr
