@@ -1,0 +1,94 @@
+"""The config system, config validation, and the Orbax checkpoint module."""
+
+import glob
+import importlib.util
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxposter import checkpoint, experiment, parallel, train
+from tests.conftest import ROOT
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location("cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))))
+def test_every_config_loads_and_validates(path):
+  if path.endswith("__init__.py"):
+    return
+  config = _load(path)
+  experiment.validate(config)
+  config.lock()
+  with pytest.raises(AttributeError, match="batch_size"):
+    config.batch_sise = 3  # a typo fails instead of adding a field
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_epochs", 0, "num_epochs"),
+    ("data.crop_fraction", 1.5, "crop_fraction"),
+    ("data.normalization", "imagenett", "normalization"),
+    ("model.name", "vgg99", "unknown model.name"),
+    ("model.dtype", "float8", "unknown model.dtype"),
+    ("model.dropout_rate", 1.0, "dropout_rate"),
+])
+def test_validate_names_the_bad_field(field, value, message):
+  config = _load(os.path.join(ROOT, "configs", "default.py"))
+  *path, leaf = field.split(".")
+  node = config
+  for p in path:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(experiment.UserError, match=message):
+    experiment.validate(config)
+
+
+class _BNNet(nn.Module):
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = nn.Dense(4)(x)
+    x = nn.BatchNorm(use_running_average=not train)(x)
+    return nn.Dense(2)(x)
+
+
+def _state(seed=0):
+  model = _BNNet()
+  tx = optax.adam(1e-2)
+  return train.create_state(model, tx, (3,), seed, parallel.replicated(parallel.make_mesh()))
+
+
+def test_roundtrip_with_batch_stats_and_retention(tmp_path):
+  ckpts = checkpoint.Checkpoints(str(tmp_path / "ck"), keep=2, keep_best=True)
+  states = {}
+  for step, of1 in [(1, 0.3), (2, 0.9), (3, 0.5), (4, 0.4), (5, 0.2)]:
+    s = _state(seed=step)
+    s = s.replace(step=jnp.asarray(step), batch_stats=jax.tree.map(lambda x: x + step,
+                                                                   s.batch_stats))
+    states[step] = s
+    ckpts.save(step, s, {"epoch": step, "genres": ["a", "b"]}, {"val_OF1": of1})
+  ckpts.wait()
+  assert sorted(ckpts.steps()) == [2, 4, 5]  # the last two, and the best
+  assert ckpts.best_step() == 2 and ckpts.latest_step() == 5
+  restored = checkpoint.Checkpoints(str(tmp_path / "ck"), read_only=True).restore(2, _state(99))
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(states[2])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert ckpts.restore_meta(2) == {"epoch": 2, "genres": ["a", "b"]}
+
+
+def test_compatibility_check_names_the_differences():
+  config = _load(os.path.join(ROOT, "configs", "demo.py"))
+  saved = {"config": json.loads(config.to_json()), "genres": ["a", "b"]}
+  saved["config"]["model"]["name"] = "resnet18"
+  with pytest.raises(experiment.UserError, match="model.name.*resnet18") as e:
+    experiment.check_compatible(saved, config, ["a", "c"], "w")
+  assert "genres" in str(e.value)
