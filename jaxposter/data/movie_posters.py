@@ -1,0 +1,327 @@
+"""`movie_posters`: the Kaggle "Movie Genre from its Poster" data (or your own CSV + folder).
+
+  builder = make_builder(config.data, data_dir)  # config.data: configs/default.py
+  builder.download_and_prepare(file_format="array_record")
+
+The config name hashes every data-shaping field, so a second `download_and_prepare` with
+the same settings is a no-op, and changing any of them prepares a new copy beside it.
+The genre vocabulary is chosen over the cleaned (and sampled) CSV rows, before posters are
+looked at; it is stored with the data (the `genres` ClassLabel names). The build writes
+`build_report.json` next to the data and into `info.metadata["build_report"]`.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jaxposter.data import builder as builder_lib
+from jaxposter.data import images
+from jaxposter.data import movie_genre
+from jaxposter.data import posters
+
+REPORT = "build_report.json"
+_WORKERS = max(4, 2 * (os.cpu_count() or 1))
+
+
+@dataclasses.dataclass
+class MoviePostersConfig(tfds.core.BuilderConfig):
+  """Every field that shapes the prepared data (see configs/default.py for their meaning)."""
+  manual_dir: str = ""  # "" = TFDS's <data_dir>/downloads/manual
+  csv: str = "MovieGenre.csv"
+  poster_dir: str = "posters"
+  download: bool = False
+  id_column: str = "imdbId"
+  genre_column: str = "Genre"
+  genre_columns: tuple[str, ...] = ()
+  title_column: str = "Title"
+  url_column: str = "Poster"
+  file_pattern: str = "{id}.jpg"
+  top_k: int = 5
+  genres: tuple[str, ...] = ()
+  min_count: int = 0
+  keep_unlabeled: bool = True
+  sample_size: int = 0
+  sample_seed: int = 0
+  split_fractions: tuple[float, ...] = (0.7, 0.1, 0.2)
+  store_height: int = 0
+  store_width: int = 0
+
+
+_BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+DATA_FIELDS = tuple(f.name for f in dataclasses.fields(MoviePostersConfig)
+                    if f.name not in _BASE_FIELDS)
+_CSV_FIELDS = ("id_column", "genre_column", "genre_columns", "title_column", "url_column")
+_LABEL_FIELDS = ("top_k", "genres", "min_count", "keep_unlabeled", "sample_size", "sample_seed",
+                 "split_fractions")
+
+
+def _fields(data_config: Any) -> dict[str, Any]:
+  """The data-shaping fields of a `config.data` ConfigDict (or dict), normalised."""
+  get = data_config.get if hasattr(data_config, "get") else lambda k, d: getattr(data_config, k, d)
+  defaults = MoviePostersConfig(name="defaults")
+  f = {k: get(k, getattr(defaults, k)) for k in DATA_FIELDS}
+  for k in ("genre_columns", "genres", "split_fractions"):
+    f[k] = tuple(f[k] or ())
+  f["split_fractions"] = movie_genre.check_fractions(f["split_fractions"])
+  if f["genre_columns"]:
+    f["genre_column"] = ""
+  if f["manual_dir"]:
+    f["manual_dir"] = os.path.abspath(os.path.expanduser(f["manual_dir"]))
+  if "{id}" not in f["file_pattern"]:
+    raise ValueError(f"data.file_pattern must contain '{{id}}', got {f['file_pattern']!r}")
+  posters.poster_path(".", "1", f["file_pattern"])  # a plain file name, or ValueError
+  if bool(f["store_height"]) != bool(f["store_width"]):
+    raise ValueError("set both data.store_height and data.store_width (or neither)")
+  return f
+
+
+def builder_config(data_config: Any) -> MoviePostersConfig:
+  """`config.data` -> MoviePostersConfig named by a hash of its data-shaping fields."""
+  fields = _fields(data_config)
+  return MoviePostersConfig(name=builder_lib.config_name("movie_posters", fields), **fields)
+
+
+def make_builder(data_config: Any, data_dir: str | None = None) -> "MoviePosters":
+  """The `movie_posters` builder for `config.data`, writing under `data_dir` ("" = TFDS default)."""
+  return MoviePosters(config=builder_config(data_config), data_dir=data_dir or None,
+                      file_format="array_record")
+
+
+def parallel_map(fn: Callable, items: Iterable, workers: int = _WORKERS,
+                 window: int = 256) -> Iterator:
+  """`map(fn, items)` on a thread pool, in order, with at most `window` results in flight."""
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    pending = collections.deque()
+    for item in items:
+      pending.append(pool.submit(fn, item))
+      if len(pending) >= window:
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
+
+
+def _check_poster(path: str, size) -> str | bool:
+  """A skip reason, or whether the file's bytes can be stored as they are."""
+  try:
+    return images.keeps_bytes(images.load_rgb(path), size)
+  except FileNotFoundError:
+    return "no_poster_file"
+  except images.BadImage as e:
+    return f"bad_image_{e.reason}"
+  except OSError:
+    return "unreadable"
+
+
+def _poster_bytes(path: str, as_is: bool, size) -> bytes | None:
+  try:
+    if as_is:
+      with open(path, "rb") as f:
+        return f.read()
+    return images.poster_jpeg(path, size)
+  except (OSError, images.BadImage):
+    return None
+
+
+def _store_size(c) -> tuple[int, int] | None:
+  return (c.store_height, c.store_width) if c.store_height else None
+
+
+class MoviePosters(tfds.core.GeneratorBasedBuilder):
+  """Movie posters with multi-hot genre labels, from MovieGenre.csv and a poster folder."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+  Get the Kaggle data set "Movie Genre from its Poster" (MovieGenre.csv) and put it in a
+  folder, with its posters in <folder>/posters/<imdbId>.jpg, then set
+  `--config.data.manual_dir=<folder>`. Without posters, set `--config.data.download=True`
+  to fetch them from the CSV's Poster URLs into the poster folder (it must be writable).
+  Your own data works too: a CSV with an id column and pipe-separated / list-like genres
+  (data.genre_column) or one 0/1 column per genre (data.genre_columns), and an image
+  folder (data.poster_dir, data.file_pattern, e.g. "{id}.png").
+  """
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self, description=self.__doc__,
+        features=builder_lib.poster_features(self._vocabulary()),
+        homepage="https://www.kaggle.com/datasets/neha1703/movie-genre-from-its-poster",
+        metadata=tfds.core.MetadataDict())
+
+  # ---- sources --------------------------------------------------------------------------
+  @property
+  def manual_dir_path(self) -> str:
+    """data.manual_dir, or TFDS's default <data_dir>/downloads/manual when it is ""."""
+    return self.builder_config.manual_dir or os.path.join(
+        os.fspath(self.data_dir_root), "downloads", "manual")
+
+  def _source(self, name: str) -> str:
+    return os.path.join(self.manual_dir_path, name)
+
+  def _vocabulary(self) -> list[str]:
+    """From the prepared data when it exists (no CSV needed to read), else from the CSV."""
+    labels = os.path.join(os.fspath(self.data_path), "genres.labels.txt")
+    if os.path.exists(os.path.join(os.fspath(self.data_path), "dataset_info.json")) \
+        and os.path.exists(labels):
+      with open(labels, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+    return self._table().vocabulary
+
+  def _table(self) -> movie_genre.Table:
+    if getattr(self, "_table_cache", None) is None:
+      c = self.builder_config
+      self._table_cache = movie_genre.load(
+          self._source(c.csv), **{k: getattr(c, k) for k in _CSV_FIELDS + _LABEL_FIELDS})
+    return self._table_cache
+
+  # ---- generation -----------------------------------------------------------------------
+  def _split_generators(self, dl_manager):
+    c, table, start = self.builder_config, self._table(), time.time()
+    poster_dir = self._source(c.poster_dir)
+    report = self._report = {
+        "config": c.name, "csv": self._source(c.csv), "poster_dir": poster_dir,
+        "rows_read": table.rows_read, "rows_labelled": len(table.rows),
+        "dropped": dict(table.dropped), "notes": dict(table.notes),
+        "vocabulary": list(table.vocabulary), "genre_counts_all": table.genre_counts,
+        "download": None, "_start": start}
+    if c.download:
+      got = posters.download([(r.id, r.url) for r in table.rows], poster_dir,
+                             file_pattern=c.file_pattern)
+      report["download"] = {"ok": got.ok, "present": got.present, "failed": got.failed}
+    elif not os.path.isdir(poster_dir):
+      raise FileNotFoundError(f"poster folder not found: {poster_dir}. Set data.poster_dir, or "
+                              "data.download=True to fetch posters from the CSV's URLs.")
+    size = _store_size(c)
+    paths = [posters.poster_path(poster_dir, r.id, c.file_pattern) for r in table.rows]
+    checks = list(parallel_map(lambda p: _check_poster(p, size), paths))
+    usable = collections.defaultdict(list)
+    skipped = collections.Counter()
+    for row, path, check in zip(table.rows, paths, checks):
+      if isinstance(check, str):
+        skipped[check] += 1
+      else:
+        usable[row.split].append((row, path, check))
+    for reason, n in skipped.items():
+      report["dropped"][reason] = report["dropped"].get(reason, 0) + n
+    if not usable:
+      raise ValueError(f"none of the {len(table.rows)} rows has a usable poster in {poster_dir} "
+                       f"(skipped: {dict(skipped)}); check data.poster_dir and data.file_pattern, "
+                       "or set data.download=True.")
+    report["splits"] = {s: {"examples": 0, "genres": dict.fromkeys(table.vocabulary, 0),
+                            "unlabeled": 0} for s in movie_genre.SPLITS if s in usable}
+    report["label_cardinality"] = collections.Counter()
+    return {s: self._generate_examples(s, usable[s]) for s in movie_genre.SPLITS if s in usable}
+
+  def _generate_examples(self, split: str, items: list) -> Iterator[tuple[str, dict]]:
+    size, vocabulary = _store_size(self.builder_config), self._table().vocabulary
+    stats = self._report["splits"][split]
+    data = parallel_map(lambda item: _poster_bytes(item[1], item[2], size), items)
+    for (row, _, _), jpeg in zip(items, data):
+      if jpeg is None:  # changed or vanished since it was checked
+        self._report["dropped"]["bad_image_changed"] = (
+            self._report["dropped"].get("bad_image_changed", 0) + 1)
+        continue
+      stats["examples"] += 1
+      for g, bit in zip(vocabulary, row.label):
+        stats["genres"][g] += bit
+      stats["unlabeled"] += not any(row.label)
+      self._report["label_cardinality"][sum(row.label)] += 1
+      yield row.id, builder_lib.example(jpeg, np.asarray(row.label, np.uint8), row.id, row.title)
+
+  def _download_and_prepare(self, dl_manager, download_config=None):
+    other = download_config and download_config.manual_dir
+    if other and os.path.abspath(os.fspath(other)) != os.path.abspath(self.manual_dir_path):
+      raise ValueError(f"DownloadConfig(manual_dir={other}) differs from data.manual_dir "
+                       f"({self.manual_dir_path}); set data.manual_dir instead.")
+    super()._download_and_prepare(dl_manager, download_config)
+    report = getattr(self, "_report", None)
+    if report is None or "splits" not in report:
+      return
+    report["seconds"] = round(time.time() - report.pop("_start"), 1)
+    cardinality = report.pop("label_cardinality")
+    kept = sum(s["examples"] for s in report["splits"].values())
+    report["kept"] = kept
+    report["label_cardinality"] = {str(k): cardinality[k] for k in sorted(cardinality)}
+    report["mean_labels"] = round(sum(k * n for k, n in cardinality.items()) / max(kept, 1), 3)
+    self.info.metadata["build_report"] = report
+    with open(os.path.join(os.fspath(self.data_dir), REPORT), "w", encoding="utf-8") as f:
+      json.dump(report, f, indent=1)
+    print(summary(report))
+
+
+def summary(report: dict) -> str:
+  """A readable account of a build report."""
+  splits = list(report["splits"])
+  lines = [f"movie_posters {report['config']}: {report['rows_read']} rows read, "
+           f"{report['kept']} posters kept in {report.get('seconds', '?')} s"]
+  if report.get("download"):
+    lines.append(f"  download: {report['download']}")
+  for reason, n in sorted(report["dropped"].items(), key=lambda kv: -kv[1]):
+    lines.append(f"  dropped {reason:<22} {n:>7}")
+  for key, n in report.get("notes", {}).items():
+    lines.append(f"  note    {key:<22} {n:>7}")
+  lines.append(f"  {'genre':<16}" + "".join(f"{s:>11}" for s in splits))
+  lines.append(f"  {'(examples)':<16}" + "".join(
+      f"{report['splits'][s]['examples']:>11}" for s in splits))
+  for g in report["vocabulary"]:
+    lines.append(f"  {g:<16}" + "".join(f"{report['splits'][s]['genres'][g]:>11}" for s in splits))
+  lines.append(f"  {'(no label)':<16}" + "".join(
+      f"{report['splits'][s]['unlabeled']:>11}" for s in splits))
+  lines.append(f"  labels per poster: {report['label_cardinality']} (mean "
+               f"{report['mean_labels']})")
+  return "\n".join(lines)
+
+
+def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
+              data_config: Any) -> tuple[Iterator[dict], dict]:
+  """Every usable row of any CSV + folder as test examples, labelled over `vocabulary`.
+
+  Returns (examples, report): examples in the `poster_features` layout, yielded lazily;
+  `report` counts rows read/dropped, genres unknown to the vocabulary (ignored), and is
+  complete once the examples are exhausted. Nothing is sampled or split.
+  """
+  f = _fields(data_config)
+  frame, rows_read, counts = movie_genre.read_csv(csv)
+  rows, dropped = movie_genre.clean(frame, path=csv, **{k: f[k] for k in _CSV_FIELDS})
+  dropped = dict(collections.Counter({"malformed": counts.get("malformed", 0)}) +
+                 collections.Counter(dropped))
+  known = set(vocabulary)
+  unknown = collections.Counter(g for r in rows for g in r.genres if g not in known)
+  rows, unlabeled = movie_genre.label_rows(rows, vocabulary, f["keep_unlabeled"], None)
+  if unlabeled:
+    dropped["no_chosen_genre"] = unlabeled
+  if not rows:
+    raise ValueError(f"no usable rows in {csv} for the vocabulary {list(vocabulary)}")
+  report = {"csv": csv, "poster_dir": poster_dir, "rows_read": rows_read, "dropped": dropped,
+            "unknown_genres": dict(unknown.most_common()), "vocabulary": list(vocabulary),
+            "examples": 0}
+  size = _store_size(MoviePostersConfig(name="eval", **f))
+
+  def load(row):
+    path = posters.poster_path(poster_dir, row.id, f["file_pattern"])
+    try:
+      return row, images.poster_jpeg(path, size), None
+    except FileNotFoundError:
+      return row, None, "no_poster_file"
+    except images.BadImage as e:
+      return row, None, f"bad_image_{e.reason}"
+    except OSError:
+      return row, None, "unreadable"
+
+  def examples():
+    for row, jpeg, reason in parallel_map(load, rows):
+      if reason:
+        dropped[reason] = dropped.get(reason, 0) + 1
+        continue
+      report["examples"] += 1
+      yield builder_lib.example(jpeg, np.asarray(row.label, np.uint8), row.id, row.title)
+
+  return examples(), report

@@ -1,0 +1,242 @@
+"""The movie_posters TFDS builder on tiny generated Kaggle-layout and bring-your-own data."""
+
+import collections
+import http.server
+import io
+import json
+import os
+import threading
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import default
+from jaxposter.data import movie_genre
+from jaxposter.data import movie_posters
+
+GENRES = ["Drama", "Comedy", "Romance", "Action", "Horror"]
+MISSING = {1003, 1017, 1029, 1041, 1052}
+CORRUPT = {1005: b"", 1011: b"<!DOCTYPE html><html>404</html>", 1023: "truncated"}
+
+
+def _jpeg(ident: int, mode="RGB", fmt="JPEG") -> bytes:
+  a = np.random.default_rng(ident).integers(0, 256, (30, 20, 3), np.uint8)
+  buf = io.BytesIO()
+  Image.fromarray(a).convert(mode).save(buf, format=fmt, quality=95)
+  return buf.getvalue()
+
+
+def _genres(ident: int) -> list[str]:
+  rng = np.random.default_rng(ident)
+  picked = [g for g, p in zip(GENRES, (0.6, 0.4, 0.3, 0.25, 0.1)) if rng.random() < p]
+  return picked or ["Western"]  # Western: outside any small top K
+
+
+def _kaggle(root, n=60, url=lambda i: f"https://img.example/{i}.jpg"):
+  """MovieGenre.csv + posters/ with missing and corrupt posters and a few CSV quirks."""
+  os.makedirs(root / "posters", exist_ok=True)
+  lines = ["imdbId,Imdb Link,Title,IMDB Score,Genre,Poster"]
+  for i in range(1000, 1000 + n):
+    lines.append(f'{i},http://www.imdb.com/title/tt{i},"Title {i}, the",6.1,'
+                 f'{"|".join(_genres(i))},{url(i)}')
+    if i in MISSING:
+      continue
+    data = CORRUPT.get(i, _jpeg(i))
+    if data == "truncated":
+      data = _jpeg(i)[:300]
+    (root / "posters" / f"{i}.jpg").write_bytes(data)
+  (root / "posters" / "1007.jpg").write_bytes(_jpeg(1007, fmt="PNG"))  # PNG named .jpg: fine
+  (root / "posters" / "1009.jpg").write_bytes(_jpeg(1009, mode="CMYK"))
+  lines += ["1001,dup,Duplicate,5,Drama,", "1999,x,No genre,5,,", "tt12,x,Bad id,5,Drama,"]
+  (root / "MovieGenre.csv").write_text("\n".join(lines) + "\n")
+  return root
+
+
+def _data(root, **overrides):
+  data = default.get_config().data
+  data.manual_dir = str(root)
+  for k, v in overrides.items():
+    setattr(data, k, v)
+  return data
+
+
+def _records(builder, split):
+  source = builder.as_data_source()[split]
+  return [source[i] for i in range(len(source))]
+
+
+def test_build_kaggle_layout(tmp_path, capsys):
+  root = _kaggle(tmp_path / "kaggle")
+  data_dir = str(tmp_path / "tfds")
+  builder = movie_posters.make_builder(_data(root, top_k=3), data_dir)
+  builder.download_and_prepare()
+  printed = capsys.readouterr().out
+  assert "no_poster_file" in printed and "labels per poster" in printed
+
+  table = movie_genre.load(root / "MovieGenre.csv", top_k=3)
+  assert builder.info.features["genres"].feature.names == table.vocabulary
+  assert builder.info.features["label"].shape == (3,)
+  usable = [r for r in table.rows if int(r.id) not in MISSING | set(CORRUPT)]
+  splits = {s: v.num_examples for s, v in builder.info.splits.items()}
+  assert set(splits) == {"train", "validation", "test"}
+  assert sum(splits.values()) == len(usable) == 60 - 8
+
+  by_id = {r.id: r for r in usable}
+  for split in splits:
+    for record in _records(builder, split):
+      ident = record["id"].decode()
+      row = by_id.pop(ident)
+      assert row.split == split
+      assert list(record["label"]) == list(row.label)
+      assert record["image"].shape == (30, 20, 3)
+      assert record["title"].decode() == f"Title {ident}, the"
+  assert not by_id
+
+  with open(os.path.join(builder.data_dir, movie_posters.REPORT)) as f:
+    report = json.load(f)
+  assert report["rows_read"] == 63 and report["kept"] == 52
+  assert report["dropped"] == {"duplicate_id": 1, "no_genre": 1, "bad_id": 1,
+                               "no_poster_file": 5, "bad_image_empty": 1,
+                               "bad_image_html": 1, "bad_image_truncated": 1}
+  assert report["vocabulary"] == table.vocabulary
+  for split, n in splits.items():
+    assert report["splits"][split]["examples"] == n
+  per_genre = collections.Counter(g for r in usable for g, b in zip(table.vocabulary, r.label)
+                                  if b)
+  assert {g: sum(report["splits"][s]["genres"][g] for s in splits)
+          for g in table.vocabulary} == dict(per_genre)
+  assert sum(report["label_cardinality"].values()) == 52
+  assert builder.info.metadata["build_report"]["kept"] == 52
+
+
+def test_second_build_is_a_no_op(tmp_path, monkeypatch):
+  root = _kaggle(tmp_path / "kaggle", n=30)
+  data_dir = str(tmp_path / "tfds")
+  first = movie_posters.make_builder(_data(root), data_dir)
+  first.download_and_prepare()
+  files = {n: os.path.getmtime(os.path.join(first.data_dir, n)) for n in os.listdir(first.data_dir)}
+
+  def no_csv(*args, **kwargs):
+    raise AssertionError("the CSV was read again")
+  monkeypatch.setattr(movie_genre, "load", no_csv)
+  again = movie_posters.make_builder(_data(root), data_dir)
+  assert again.data_dir == first.data_dir and again.is_prepared()
+  again.download_and_prepare()
+  assert {n: os.path.getmtime(os.path.join(first.data_dir, n))
+          for n in os.listdir(first.data_dir)} == files
+  assert again.info.features["genres"].feature.names == first.info.features["genres"].feature.names
+  monkeypatch.undo()
+
+  other = movie_posters.make_builder(_data(root, top_k=2), data_dir)  # new settings: new copy
+  assert other.builder_config.name != first.builder_config.name and not other.is_prepared()
+
+
+def test_bring_your_own_list_like_genres(tmp_path):
+  root = tmp_path / "own"
+  os.makedirs(root / "images")
+  rows = ["movie_id,name,genres"]
+  for i in range(40):
+    genres = [g for j, g in enumerate(GENRES) if (i >> j) & 1] or ["Drama"]
+    rows.append(f'{i},Film {i},"{genres!r}"')
+    (root / "images" / f"poster_{i}.png").write_bytes(_jpeg(i, fmt="PNG"))
+  (root / "list.csv").write_text("\n".join(rows) + "\n")
+  data = _data(root, csv="list.csv", poster_dir="images", id_column="movie_id",
+               genre_column="genres", title_column="name", url_column="",
+               file_pattern="poster_{id}.png", top_k=0, split_fractions=(0.5, 0.25, 0.25))
+  builder = movie_posters.make_builder(data, str(tmp_path / "tfds"))
+  builder.download_and_prepare()
+  assert sorted(builder.info.features["genres"].feature.names) == sorted(GENRES)
+  assert sum(s.num_examples for s in builder.info.splits.values()) == 40
+  record = _records(builder, "train")[0]
+  names = builder.info.features["genres"].feature.names
+  i = int(record["id"])
+  expected = {g for j, g in enumerate(GENRES) if (i >> j) & 1} or {"Drama"}
+  assert {names[k] for k in np.flatnonzero(record["label"])} == expected
+
+
+def test_bring_your_own_zero_one_columns(tmp_path):
+  root = tmp_path / "own"
+  os.makedirs(root / "posters")
+  rows = ["id,action,drama,comedy"]
+  for i in range(1, 31):
+    rows.append(f"{i},{i % 2},{int(i % 3 == 0)},{int(i % 5 == 0)}")
+    (root / "posters" / f"{i}.jpg").write_bytes(_jpeg(i))
+  (root / "flags.csv").write_text("\n".join(rows) + "\n")
+  data = _data(root, csv="flags.csv", id_column="id", genre_column="",
+               genre_columns=("action", "drama", "comedy"), top_k=0, keep_unlabeled=False)
+  builder = movie_posters.make_builder(data, str(tmp_path / "tfds"))
+  builder.download_and_prepare()
+  assert builder.info.features["genres"].feature.names == ["action", "drama", "comedy"]
+  no_genre = [i for i in range(1, 31) if not (i % 2 or i % 3 == 0 or i % 5 == 0)]
+  assert sum(s.num_examples for s in builder.info.splits.values()) == 30 - len(no_genre)
+  with open(os.path.join(builder.data_dir, movie_posters.REPORT)) as f:
+    assert json.load(f)["dropped"] == {"no_genre": len(no_genre)}
+
+
+def test_download_during_build(tmp_path):
+  class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+      pass
+
+    def do_GET(self):
+      ident = int(self.path.strip("/").split(".")[0])
+      body = _jpeg(ident) if ident % 4 else b"gone"
+      self.send_response(200 if ident % 4 else 404)
+      self.send_header("Content-Length", str(len(body)))
+      self.end_headers()
+      self.wfile.write(body)
+
+  httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+  threading.Thread(target=httpd.serve_forever, daemon=True).start()
+  try:
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    root = tmp_path / "kaggle"
+    _kaggle(root, n=24, url=lambda i: f"{base}/{i}.jpg")
+    for p in (root / "posters").iterdir():
+      p.unlink()
+    builder = movie_posters.make_builder(_data(root, download=True), str(tmp_path / "tfds"))
+    builder.download_and_prepare()
+  finally:
+    httpd.shutdown()
+    httpd.server_close()
+  report = builder.info.metadata["build_report"]
+  assert report["download"] == {"ok": 18, "present": 0, "failed": {"not_found": 6}}
+  assert report["kept"] == 18 and report["dropped"]["no_poster_file"] == 6
+  assert (root / "posters" / "download_failures.csv").exists()
+
+
+def test_user_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="CSV not found"):
+    movie_posters.make_builder(_data(tmp_path / "nowhere"), str(tmp_path / "tfds"))
+  root = _kaggle(tmp_path / "kaggle", n=10)
+  with pytest.raises(ValueError, match="unknown genre"):
+    movie_posters.make_builder(_data(root, genres=("Drama", "Noir")), str(tmp_path / "tfds"))
+  with pytest.raises(ValueError, match="file_pattern"):
+    movie_posters.make_builder(_data(root, file_pattern="poster.jpg"), str(tmp_path / "tfds"))
+  builder = movie_posters.make_builder(_data(root, poster_dir="pics"), str(tmp_path / "tfds"))
+  with pytest.raises(FileNotFoundError, match="poster folder"):
+    builder.download_and_prepare()
+  os.makedirs(root / "empty")
+  builder = movie_posters.make_builder(_data(root, poster_dir="empty"), str(tmp_path / "tfds"))
+  with pytest.raises(ValueError, match="none of the .* usable poster"):
+    builder.download_and_prepare()
+
+
+def test_eval_rows_maps_onto_a_given_vocabulary(tmp_path):
+  root = _kaggle(tmp_path / "kaggle", n=30)
+  vocabulary = ["Comedy", "Drama", "Sci-Fi"]  # a checkpoint's genres
+  examples, report = movie_posters.eval_rows(str(root / "MovieGenre.csv"),
+                                             str(root / "posters"), vocabulary, _data(root))
+  examples = list(examples)
+  table = movie_genre.load(root / "MovieGenre.csv", top_k=0)
+  usable = {r.id: r for r in table.rows if int(r.id) not in MISSING | set(CORRUPT)}
+  assert sorted(e["id"] for e in examples) == sorted(usable)
+  for e in examples:
+    genres = usable[e["id"]].genres
+    assert list(e["label"]) == [int(g in genres) for g in vocabulary]
+    assert Image.open(io.BytesIO(e["image"])).size == (20, 30)
+  unknown = collections.Counter(g for r in table.rows for g in r.genres if g not in vocabulary)
+  assert report["unknown_genres"] == dict(unknown)
+  assert report["examples"] == len(usable)
+  assert report["dropped"]["no_poster_file"] == len([i for i in MISSING if i < 1030])
