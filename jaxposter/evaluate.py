@@ -10,23 +10,21 @@ from jaxposter.data import pipeline
 def predict_split(exp, state, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Sigmoid probabilities, labels and per-example losses of every example of `split`."""
   c = exp.config
-  sharding = parallel.batch_sharded(exp.mesh)
   batches = pipeline.eval_batches(
       exp.source(split), geom=exp.geom, global_batch=c.eval_batch_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
       num_threads=c.data.num_threads, prefetch=c.data.prefetch)
-  outputs = []
+  pending = []
   for batch in batches:
     mask = batch.pop("mask")
-    out = exp.eval_step(state, parallel.to_global(batch, sharding))
-    label = parallel.to_global({"label": batch["label"], "mask": mask}, sharding)
-    outputs.append((out, label))  # keep dispatching; fetch once at the end
+    pending.append((exp.steps.eval(state, batch), batch["label"], mask))  # fetch at the end
   probs, labels, losses = [], [], []
-  for out, label in outputs:
-    keep = parallel.to_host(label["mask"]).astype(bool)
-    probs.append(parallel.to_host(out["probs"])[keep])
-    losses.append(parallel.to_host(out["loss"])[keep])
-    labels.append(parallel.to_host(label["label"])[keep])
+  for out, label, mask in pending:
+    out = exp.steps.outputs_to_host(out)
+    keep = parallel.gather(mask).astype(bool)
+    probs.append(out["probs"][keep])
+    losses.append(out["loss"][keep])
+    labels.append(parallel.gather(label)[keep])
   return np.concatenate(probs), np.concatenate(labels), np.concatenate(losses)
 
 

@@ -7,7 +7,7 @@ how a config turns into a model or a pipeline.
 import dataclasses
 import json
 import os
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -36,7 +36,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (0.0 < d.crop_fraction <= 1.0, "data.crop_fraction must be in (0, 1]"),
       (d.normalization in train.NORMALIZATIONS,
        f"data.normalization must be one of {train.NORMALIZATIONS}"),
-      (config.parallelism in ("jit",), "parallelism must be 'jit'"),
+      (config.parallelism in ("jit", "pmap"), "parallelism must be 'jit' or 'pmap'"),
       (0.0 <= config.model.dropout_rate < 1.0, "model.dropout_rate must be in [0, 1)"),
       (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0"),
       (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
@@ -81,8 +81,7 @@ class Experiment:
   mesh: jax.sharding.Mesh
   model: Any
   geom: pipeline.Geometry
-  train_step: Callable
-  eval_step: Callable
+  steps: train.Steps
   checkpoints: checkpoint.Checkpoints
 
   def source(self, split: str):
@@ -124,7 +123,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
                     f"(config.batch_size={config.batch_size})")
   geom = pipeline.Geometry(config.data.image_height, config.data.image_width,
                            config.data.crop_fraction)
-  train_step, eval_step = train.compile_steps(mesh, config.data.normalization)
+  steps = train.Steps(mesh, config.data.normalization, config.parallelism)
   ckpt = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
                                 keep_best=config.checkpoint.keep_best, read_only=read_only)
-  return Experiment(config, workdir, data, genres, mesh, model, geom, train_step, eval_step, ckpt)
+  return Experiment(config, workdir, data, genres, mesh, model, geom, steps, ckpt)

@@ -87,8 +87,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"genres: {', '.join(exp.genres)}", flush=True)
 
   key = jax.random.key(config.seed)
-  sharding = parallel.batch_sharded(exp.mesh)
   step = int(state.step)
+  state = exp.steps.place_state(state)
   val = test = None
   for epoch in range(step // steps_per_epoch + 1, config.num_epochs + 1):
     offset = step - (epoch - 1) * steps_per_epoch
@@ -101,7 +101,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                disable=not (config.progress_bar and report.is_chief()), leave=False)
     total, seen, start = None, 0, time.perf_counter()
     for batch in batches:
-      state, m = exp.train_step(state, parallel.to_global(batch, sharding), key)
+      state, m = exp.steps.train(state, batch, key)
       total = train.sum_metrics(total, m)
       step, seen = step + 1, seen + config.batch_size
       bar.update()
@@ -116,7 +116,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train_m["images_per_s"] = seen / (time.perf_counter() - start)
     val = evaluate.evaluate_split(exp, state, "validation")
     test = evaluate.evaluate_split(exp, state, "test")
-    exp.checkpoints.save(step, state, _meta(exp, epoch, val, test), {"val_OF1": val["OF1"]})
+    exp.checkpoints.save(step, exp.steps.unplace_state(state), _meta(exp, epoch, val, test),
+                         {"val_OF1": val["OF1"]})
     report.append_jsonl(log_path, {"epoch": epoch, "step": step, "train": train_m,
                                    "validation": val, "test": test})
     if report.is_chief():
@@ -147,6 +148,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str,
   elif step not in steps:
     raise UserError(f"no checkpoint at step {step} in {workdir}; available: {sorted(steps)}")
   state, meta = _restore(exp, step, exp.steps_per_epoch())
+  state = exp.steps.place_state(state)
   test = evaluate.evaluate_split(exp, state, "test")
   if report.is_chief():
     print(report.table(test, f"Test metrics of the checkpoint at step {step} "

@@ -67,3 +67,11 @@ def to_host(x: jax.Array) -> np.ndarray:
     from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)
+
+
+def gather(x: np.ndarray) -> np.ndarray:
+  """Each process's slice of a batch -> the whole batch, in process order, everywhere."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)

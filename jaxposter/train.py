@@ -6,7 +6,7 @@ buffers donated to the new one). Under sharded `jit`, BatchNorm sees the global 
 """
 
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 from flax.training import train_state
@@ -91,27 +91,35 @@ def _apply(state: TrainState, params, images, train: bool, rngs=None):
   return state.apply_fn(variables, images, train=train, rngs=rngs), state.batch_stats
 
 
-def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization: str):
+def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization: str,
+               axis_name: str | None = None):
   """One optimizer step on a batch. Returns the new state and summed metrics of the batch.
 
-  Dropout draws from fold_in(key, step): the same step gets the same mask on any device
-  count and after any resume.
+  Dropout draws from fold_in(key, step) (and, under pmap, the device's index): the same
+  step gets the same mask after any resume, and under `jit` on any device count.
+  With `axis_name` (pmap) gradients are averaged and metrics summed over the devices.
   """
   images = normalize(batch["image"], normalization)
   labels = batch["label"]
-  rngs = {"dropout": jax.random.fold_in(key, state.step)}
+  key = jax.random.fold_in(key, state.step)
+  if axis_name:
+    key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
 
   def loss_fn(params):
-    logits, batch_stats = _apply(state, params, images, True, rngs)
+    logits, batch_stats = _apply(state, params, images, True, {"dropout": key})
     return bce_loss(logits, labels).mean(), (logits, batch_stats)
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  if axis_name:
+    grads = jax.lax.pmean(grads, axis_name)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   pred = logits >= 0.0  # sigmoid(logits) >= 0.5
   pos = labels.astype(bool)
   metrics = {"loss_sum": loss * labels.shape[0], "count": jnp.float32(labels.shape[0]),
              "tp": (pred & pos).sum(0), "pred": pred.sum(0), "pos": pos.sum(0),
              "nonfinite": (~jnp.isfinite(loss)).astype(jnp.int32)}
+  if axis_name:
+    metrics = jax.lax.psum(metrics, axis_name)
   return new_state, metrics
 
 
@@ -121,15 +129,71 @@ def eval_step(state: TrainState, batch: dict, *, normalization: str) -> dict:
   return {"probs": jax.nn.sigmoid(logits), "loss": bce_loss(logits, batch["label"])}
 
 
-def compile_steps(mesh: jax.sharding.Mesh, normalization: str) -> tuple[Callable, Callable]:
-  """`train_step` and `eval_step` jit-compiled over `mesh`."""
-  repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  p_train = jax.jit(functools.partial(train_step, normalization=normalization),
-                    in_shardings=(repl, data, repl), out_shardings=(repl, repl),
-                    donate_argnums=(0,))
-  p_eval = jax.jit(functools.partial(eval_step, normalization=normalization),
-                   in_shardings=(repl, data), out_shardings=data)
-  return p_train, p_eval
+PMAP_AXIS = "batch"
+
+
+class Steps:
+  """The compiled steps of one parallelism mode, and how data enters and leaves them.
+
+  Both modes run the same `train_step` / `eval_step` and keep the state in checkpoints as
+  one replicated copy, so a checkpoint moves freely between modes and device counts.
+  jit: one program over a `Mesh`, the batch a global array split on the `data` axis.
+  pmap: one program per local device, the batch reshaped to [devices, per-device, ...].
+  """
+
+  def __init__(self, mesh: jax.sharding.Mesh, normalization: str, parallelism: str):
+    self.mesh, self.parallelism = mesh, parallelism
+    repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    if parallelism == "jit":
+      self._train = jax.jit(functools.partial(train_step, normalization=normalization),
+                            in_shardings=(repl, data, repl), out_shardings=(repl, repl),
+                            donate_argnums=(0,))
+      self._eval = jax.jit(functools.partial(eval_step, normalization=normalization),
+                           in_shardings=(repl, data), out_shardings=data)
+    elif parallelism == "pmap":
+      self._train = jax.pmap(functools.partial(train_step, normalization=normalization,
+                                               axis_name=PMAP_AXIS),
+                             axis_name=PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=(0,))
+      self._eval = jax.pmap(functools.partial(eval_step, normalization=normalization),
+                            axis_name=PMAP_AXIS)
+    else:
+      raise ValueError(f"unknown parallelism {parallelism!r}; choose 'jit' or 'pmap'")
+
+  def place_state(self, state: TrainState) -> TrainState:
+    """A single replicated copy (as created or restored) -> this mode's device layout."""
+    if self.parallelism == "pmap":
+      from flax import jax_utils
+      return jax_utils.replicate(state)
+    return state
+
+  def unplace_state(self, state: TrainState) -> TrainState:
+    """This mode's device layout -> one replicated copy (what checkpoints hold)."""
+    if self.parallelism == "pmap":
+      repl = parallel.replicated(self.mesh)
+      return jax.tree.map(lambda x: jax.device_put(x[0], repl), state)
+    return state
+
+  def _place_batch(self, batch: dict[str, np.ndarray]):
+    if self.parallelism == "pmap":
+      n = jax.local_device_count()
+      return {k: v.reshape(n, v.shape[0] // n, *v.shape[1:]) for k, v in batch.items()}
+    return parallel.to_global(batch, parallel.batch_sharded(self.mesh))
+
+  def train(self, state: TrainState, batch: dict[str, np.ndarray], key: jax.Array):
+    state, metrics = self._train(state, self._place_batch(batch), key)
+    if self.parallelism == "pmap":
+      metrics = jax.tree.map(lambda x: x[0], metrics)  # psum-ed: every device holds the total
+    return state, metrics
+
+  def eval(self, state: TrainState, batch: dict[str, np.ndarray]) -> dict:
+    """Outputs of a batch; fetch with `outputs_to_host`, in global batch order."""
+    return self._eval(state, self._place_batch(batch))
+
+  def outputs_to_host(self, outputs: dict) -> dict[str, np.ndarray]:
+    if self.parallelism == "pmap":
+      local = {k: np.asarray(v).reshape(-1, *v.shape[2:]) for k, v in outputs.items()}
+      return {k: parallel.gather(v) for k, v in local.items()}
+    return {k: parallel.to_host(v) for k, v in outputs.items()}
 
 
 def sum_metrics(total: dict | None, new: dict) -> dict:
