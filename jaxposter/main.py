@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import time
 
 import jax
@@ -14,6 +15,10 @@ from jaxposter.data import pipeline
 from jaxposter.experiment import UserError, check_compatible, setup
 
 MODES = ("train", "eval")
+# Tests set these to kill a run with SIGKILL at an exact step (optionally once the last
+# checkpoint is on disk), to show resuming is exact; timing a kill from outside is flaky.
+_SIGKILL_AT_STEP = int(os.environ.get("JAXPOSTER_SIGKILL_AT_STEP", "-1"))
+_SIGKILL_AFTER_SAVE = os.environ.get("JAXPOSTER_SIGKILL_AFTER_SAVE") == "1"
 CONFIG_FILE = "config.json"
 LOG_FILE = "metrics.jsonl"
 
@@ -105,6 +110,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       total = train.sum_metrics(total, m)
       step, seen = step + 1, seen + config.batch_size
       bar.update()
+      if step == _SIGKILL_AT_STEP:  # fault injection: die the hard way, mid-epoch
+        exp.checkpoints.wait() if _SIGKILL_AFTER_SAVE else None
+        os.kill(os.getpid(), signal.SIGKILL)
       if step % config.log_every_steps == 0:
         loss = float(m["loss_sum"] / m["count"])
         bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
