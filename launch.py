@@ -17,6 +17,9 @@ config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/dem
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "What to do.")
 flags.DEFINE_integer("step", None, "eval: the checkpoint step to restore (default: the best).")
+flags.DEFINE_string("csv", "", "eval: score on this CSV (MovieGenre layout or the config's "
+                    "columns) instead of the test split; every usable row is test data.")
+flags.DEFINE_string("posters", "", "eval: the poster folder that goes with --csv.")
 flags.DEFINE_string("coordinator", "", "Multi-host: coordinator host:port (process 0).")
 flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
 flags.DEFINE_integer("process_id", -1, "Multi-host: this process's id.")
@@ -51,7 +54,7 @@ def main(argv):
   from jaxposter.experiment import UserError
   try:
     parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
-    jp_main.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.step)
+    jp_main.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.step, FLAGS.csv, FLAGS.posters)
   except UserError as e:
     if os.environ.get("JAXPOSTER_DEBUG"):
       raise

@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   d.min_count = 0  # ... or every genre with at least this many posters (when top_k == 0)
   d.keep_unlabeled = True  # keep rows with none of the chosen genres, with an all-zero label
   d.sample_size = 0  # sample this many rows (the paper: 6000); 0 = all
+  d.sample_seed = 0
   d.split_fractions = (0.7, 0.1, 0.2)  # train / validation / test, by a hash of the id
   d.store_height = 0  # resize at build time; 0 keeps the originals
   d.store_width = 0

@@ -7,11 +7,11 @@ from jaxposter import metrics, parallel
 from jaxposter.data import pipeline
 
 
-def predict_split(exp, state, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Sigmoid probabilities, labels and per-example losses of every example of `split`."""
+def predict_source(exp, state, source) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Sigmoid probabilities, labels and per-example losses of every example of `source`."""
   c = exp.config
   batches = pipeline.eval_batches(
-      exp.source(split), geom=exp.geom, global_batch=c.eval_batch_size,
+      source, geom=exp.geom, global_batch=c.eval_batch_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
       num_threads=c.data.num_threads, prefetch=c.data.prefetch)
   pending = []
@@ -29,7 +29,11 @@ def predict_split(exp, state, split: str) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def evaluate_split(exp, state, split: str, threshold=0.5) -> dict:
-  probs, labels, losses = predict_split(exp, state, split)
+  return evaluate_source(exp, state, exp.source(split), threshold)
+
+
+def evaluate_source(exp, state, source, threshold=0.5) -> dict:
+  probs, labels, losses = predict_source(exp, state, source)
   result = metrics.evaluate(probs, labels, exp.genres, threshold)
   result["loss"] = float(losses.mean())
   return result

@@ -85,10 +85,12 @@ class Experiment:
   checkpoints: checkpoint.Checkpoints
 
   def source(self, split: str):
+    if self.data is None or split not in self.data.info.splits:
+      raise UserError(f"the data set has no {split!r} split")
     return pipeline.open_split(self.data, split)
 
   def num_examples(self, split: str) -> int:
-    return self.data.info.splits[split].num_examples
+    return _num_examples(self.data, split)
 
   def new_state(self, steps_per_epoch: int) -> train.TrainState:
     """A freshly initialised state: the template every restore fills in."""
@@ -98,18 +100,27 @@ class Experiment:
                               parallel.replicated(self.mesh))
 
   def steps_per_epoch(self) -> int:
-    return self.num_examples("train") // self.config.batch_size
+    return max(1, self.num_examples("train") // self.config.batch_size)
+
+
+def _num_examples(data, split: str) -> int:
+  if data is None or split not in data.info.splits:
+    return 0
+  return data.info.splits[split].num_examples
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = False,
-          data=None) -> Experiment:
+          genres: list[str] | None = None) -> Experiment:
+  """Everything a run needs. With `genres` (from a checkpoint) no data set is prepared."""
   validate(config)
   mesh = parallel.make_mesh()
+  data = None
   try:
     parallel.check_batch_size(config.batch_size, mesh)
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    data = data or builder_lib.prepare(config.data, quiet=jax.process_index() != 0)
-    genres = builder_lib.vocabulary(data)
+    if genres is None:
+      data = builder_lib.prepare(config.data, quiet=jax.process_index() != 0)
+      genres = builder_lib.vocabulary(data)
     kwargs = config.model.kwargs.to_dict()
     if config.model.remat:
       kwargs["remat"] = True
@@ -117,8 +128,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
                                 dropout_rate=config.model.dropout_rate, **kwargs)
   except (ValueError, FileNotFoundError) as e:
     raise UserError(str(e)) from e
-  n_train = data.info.splits["train"].num_examples if "train" in data.info.splits else 0
-  if not read_only and n_train < config.batch_size:
+  if not read_only and (n_train := _num_examples(data, "train")) < config.batch_size:
     raise UserError(f"the training split has {n_train} examples, fewer than one batch "
                     f"(config.batch_size={config.batch_size})")
   geom = pipeline.Geometry(config.data.image_height, config.data.image_width,

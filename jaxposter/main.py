@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from jaxposter import evaluate, parallel, report, train
+from jaxposter import checkpoint, evaluate, report, train
 from jaxposter.data import pipeline
 from jaxposter.experiment import UserError, check_compatible, setup
 
@@ -34,14 +34,14 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def run(config: ml_collections.ConfigDict | None, workdir: str, mode: str = "train",
-        step: int | None = None) -> dict:
+        step: int | None = None, csv: str = "", posters: str = "") -> dict:
   if mode not in MODES:
     raise UserError(f"unknown mode {mode!r}; choose one of {MODES}")
   if mode == "train":
     if config is None:
       raise UserError("training needs --config (e.g. --config configs/demo.py)")
     return train_and_evaluate(config, workdir)
-  return evaluate_checkpoint(config, workdir, step)
+  return evaluate_checkpoint(config, workdir, step, csv, posters)
 
 
 def _meta(exp, epoch: int, val: dict, test: dict) -> dict:
@@ -143,23 +143,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str,
-                        step: int | None = None) -> dict:
+                        step: int | None = None, csv: str = "", posters: str = "") -> dict:
+  """Scores a checkpoint on the test split, or on any CSV + poster folder (`csv`, `posters`)."""
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir) or not any(d.isdigit() for d in os.listdir(ckpt_dir)):
     raise UserError(f"no checkpoint in {workdir}: train first, e.g. "
                     f"python launch.py --config configs/demo.py --workdir {workdir}")
   config = config or load_workdir_config(workdir)
-  exp = setup(config, workdir, read_only=True)
-  steps = exp.checkpoints.steps()
+  saved = checkpoint.Checkpoints(ckpt_dir, read_only=True)
   if step is None:
-    step = exp.checkpoints.best_step() or exp.checkpoints.latest_step()
-  elif step not in steps:
-    raise UserError(f"no checkpoint at step {step} in {workdir}; available: {sorted(steps)}")
+    step = saved.best_step() or saved.latest_step()
+  elif step not in saved.steps():
+    raise UserError(f"no checkpoint at step {step} in {workdir}; available: {sorted(saved.steps())}")
+  genres = saved.restore_meta(step)["genres"] if csv else None
+  exp = setup(config, workdir, read_only=True, genres=genres)
   state, meta = _restore(exp, step, exp.steps_per_epoch())
   state = exp.steps.place_state(state)
-  test = evaluate.evaluate_split(exp, state, "test")
+  if csv:
+    posters = posters or os.path.join(os.path.dirname(csv), "posters")
+    source, where = _folder_source(exp, csv, posters), f"{csv} + {posters}"
+  else:
+    source, where = exp.source("test"), "the test split"
+  result = evaluate.evaluate_source(exp, state, source)
   if report.is_chief():
-    print(report.table(test, f"Test metrics of the checkpoint at step {step} "
-                             f"(epoch {meta['epoch']})"), flush=True)
-    report.write_json(os.path.join(workdir, f"eval_step{step}.json"), test)
-  return test
+    print(report.table(result, f"Metrics on {where}, checkpoint at step {step} "
+                               f"(epoch {meta['epoch']})"), flush=True)
+    name = f"eval_step{step}.json" if not csv else f"eval_step{step}_{_slug(csv)}.json"
+    report.write_json(os.path.join(workdir, name), result)
+  return result
+
+
+def _slug(path: str) -> str:
+  return "".join(c if c.isalnum() else "_" for c in os.path.splitext(os.path.basename(path))[0])
+
+
+def _folder_source(exp, csv: str, posters: str) -> list[dict]:
+  """Every usable row of a CSV + poster folder, labelled over the checkpoint's genres."""
+  from jaxposter.data import movie_posters
+  try:
+    examples, rep = movie_posters.eval_rows(csv, posters, exp.genres, exp.config.data)
+    source = list(examples)
+  except (ValueError, FileNotFoundError) as e:
+    raise UserError(str(e)) from e
+  if report.is_chief():
+    dropped = ", ".join(f"{k} {v}" for k, v in rep["dropped"].items() if v) or "none"
+    unknown = ", ".join(f"{k} ({v})" for k, v in rep["unknown_genres"].items()) or "none"
+    print(f"{csv}: {rep['rows_read']} rows read, {len(source)} posters scored; dropped: "
+          f"{dropped}; genres unknown to the checkpoint, ignored: {unknown}", flush=True)
+  if not source:
+    raise UserError(f"no usable poster in {csv} + {posters}")
+  return source
