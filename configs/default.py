@@ -78,7 +78,14 @@ def get_config() -> ml_collections.ConfigDict:
   sc.warmup_epochs = 0.0
 
   c.loss = lo = ml_collections.ConfigDict()
-  lo.name = "bce"  # binary cross-entropy on logits
+  lo.name = "bce"  # "bce" (binary cross-entropy on logits) or "asl" (asymmetric loss)
+  lo.pos_weight = False  # bce: weight each genre's positives by its negatives/positives ...
+  lo.max_pos_weight = 10.0  # ... capped here
+  lo.asl_gamma_pos = 0.0  # asl (Ridnik et al. 2021): focusing on positives ...
+  lo.asl_gamma_neg = 4.0  # ... and on negatives
+  lo.asl_clip = 0.05  # asl: negatives with p < clip cost nothing
+
+  c.threshold = "global"  # decision threshold for predict: "fixed" (0.5), "global", "per_genre"
 
   c.num_epochs = 10
   c.batch_size = 64  # global: split over all devices of all hosts

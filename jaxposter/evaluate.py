@@ -28,12 +28,22 @@ def predict_source(exp, state, source) -> tuple[np.ndarray, np.ndarray, np.ndarr
   return np.concatenate(probs), np.concatenate(labels), np.concatenate(losses)
 
 
-def evaluate_split(exp, state, split: str, threshold=0.5) -> dict:
-  return evaluate_source(exp, state, exp.source(split), threshold)
-
-
-def evaluate_source(exp, state, source, threshold=0.5) -> dict:
-  probs, labels, losses = predict_source(exp, state, source)
-  result = metrics.evaluate(probs, labels, exp.genres, threshold)
+def score(probs: np.ndarray, labels: np.ndarray, losses: np.ndarray, genres: list[str],
+          tuned: dict | None = None) -> dict:
+  """Every metric at 0.5, and (with `tuned` thresholds) the overall ones at those too."""
+  result = metrics.evaluate(probs, labels, genres)
   result["loss"] = float(losses.mean())
+  if tuned:
+    result["tuned"] = {
+        kind: {"threshold": tuned[kind],
+               **metrics.from_counts(**metrics.counts(probs >= np.asarray(tuned[kind]), labels))}
+        for kind in ("global", "per_genre")}
   return result
+
+
+def evaluate_source(exp, state, source, tuned: dict | None = None) -> dict:
+  return score(*predict_source(exp, state, source), exp.genres, tuned)
+
+
+def evaluate_split(exp, state, split: str, tuned: dict | None = None) -> dict:
+  return evaluate_source(exp, state, exp.source(split), tuned)

@@ -11,8 +11,9 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
-from jaxposter import checkpoint, models, parallel, train
+from jaxposter import checkpoint, losses, models, parallel, train
 from jaxposter.data import builder as builder_lib
 from jaxposter.data import pipeline
 
@@ -40,6 +41,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (0.0 <= config.model.dropout_rate < 1.0, "model.dropout_rate must be in [0, 1)"),
       (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0"),
       (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
+      (config.loss.name in losses.LOSSES, f"loss.name must be one of {losses.LOSSES}"),
   ]
   if config.model.name not in models.MODELS:
     checks.append((False, f"unknown model.name {config.model.name!r}; choose one of: "
@@ -103,6 +105,15 @@ class Experiment:
     return max(1, self.num_examples("train") // self.config.batch_size)
 
 
+def _pos_weight(config: ml_collections.ConfigDict, data) -> np.ndarray | None:
+  """BCE positive weights from the training split's genre frequencies, when asked for."""
+  if not (config.loss.name == "bce" and config.loss.pos_weight and data is not None):
+    return None
+  source = pipeline.open_split(data, "train")
+  labels = np.stack([np.asarray(source[i]["label"]) for i in range(len(source))])
+  return losses.positive_weights(labels.sum(0), len(labels), config.loss.max_pos_weight)
+
+
 def _num_examples(data, split: str) -> int:
   if data is None or split not in data.info.splits:
     return 0
@@ -133,7 +144,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
                     f"(config.batch_size={config.batch_size})")
   geom = pipeline.Geometry(config.data.image_height, config.data.image_width,
                            config.data.crop_fraction)
-  steps = train.Steps(mesh, config.data.normalization, config.parallelism)
+  steps = train.Steps(mesh, config.data.normalization, config.parallelism,
+                      losses.make(config.loss, _pos_weight(config, data)))
   ckpt = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
                                 keep_best=config.checkpoint.keep_best, read_only=read_only)
   return Experiment(config, workdir, data, genres, mesh, model, geom, steps, ckpt)

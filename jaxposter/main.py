@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from jaxposter import checkpoint, evaluate, report, train
+from jaxposter import checkpoint, evaluate, report, thresholds, train
 from jaxposter.data import pipeline
 from jaxposter.experiment import UserError, check_compatible, setup
 
@@ -30,7 +30,24 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
                     f"(python launch.py --config configs/demo.py --workdir {workdir}), "
                     "or pass --config")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    saved = json.load(f)
+  from configs import default  # fields added since the run was saved keep their defaults
+  config = default.get_config()
+  _merge(config, saved)
+  return config
+
+
+def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
+  for key, value in saved.items():
+    if key not in config:
+      continue  # a field this version no longer has
+    if isinstance(value, dict) and isinstance(config[key], ml_collections.ConfigDict):
+      if key == "kwargs":  # free-form model arguments: take them as saved
+        config[key] = ml_collections.ConfigDict(value)
+      else:
+        _merge(config[key], value)
+    else:
+      config[key] = tuple(value) if isinstance(config[key], tuple) else value
 
 
 def run(config: ml_collections.ConfigDict | None, workdir: str, mode: str = "train",
@@ -44,9 +61,9 @@ def run(config: ml_collections.ConfigDict | None, workdir: str, mode: str = "tra
   return evaluate_checkpoint(config, workdir, step, csv, posters)
 
 
-def _meta(exp, epoch: int, val: dict, test: dict) -> dict:
+def _meta(exp, epoch: int, val: dict, test: dict, tuned: dict) -> dict:
   return {"config": json.loads(exp.config.to_json()), "genres": exp.genres, "epoch": epoch,
-          "validation": _summary(val), "test": _summary(test)}
+          "thresholds": tuned, "validation": _summary(val), "test": _summary(test)}
 
 
 def _summary(result: dict) -> dict:
@@ -122,10 +139,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       raise UserError(f"the loss became NaN/inf during epoch {epoch}; lower "
                       f"--config.optimizer.learning_rate (now {config.optimizer.learning_rate})")
     train_m["images_per_s"] = seen / (time.perf_counter() - start)
-    val = evaluate.evaluate_split(exp, state, "validation")
-    test = evaluate.evaluate_split(exp, state, "test")
-    exp.checkpoints.save(step, exp.steps.unplace_state(state), _meta(exp, epoch, val, test),
-                         {"val_OF1": val["OF1"]})
+    val_out = evaluate.predict_source(exp, state, exp.source("validation"))
+    tuned = thresholds.tune(*val_out[:2])  # on validation only; the test split never tunes
+    val = evaluate.score(*val_out, exp.genres, tuned)
+    test = evaluate.evaluate_split(exp, state, "test", tuned)
+    exp.checkpoints.save(step, exp.steps.unplace_state(state),
+                         _meta(exp, epoch, val, test, tuned), {"val_OF1": val["OF1"]})
     report.append_jsonl(log_path, {"epoch": epoch, "step": step, "train": train_m,
                                    "validation": val, "test": test})
     if report.is_chief():
@@ -164,7 +183,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str,
     source, where = _folder_source(exp, csv, posters), f"{csv} + {posters}"
   else:
     source, where = exp.source("test"), "the test split"
-  result = evaluate.evaluate_source(exp, state, source)
+  result = evaluate.evaluate_source(exp, state, source, meta.get("thresholds"))
   if report.is_chief():
     print(report.table(result, f"Metrics on {where}, checkpoint at step {step} "
                                f"(epoch {meta['epoch']})"), flush=True)

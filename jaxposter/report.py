@@ -15,8 +15,12 @@ def is_chief() -> bool:
 def table(result: dict, title: str) -> str:
   """The overall metrics next to the best constant predictor, then the per-genre table."""
   lines = [f"{title} ({result['num_examples']} posters)",
+           "  (model: threshold 0.5; @t: one threshold tuned on validation OF1; "
+           "@genre: per-genre thresholds tuned on validation F1)" if "tuned" in result else "",
            "            " + " ".join(f"{k:>7}" for k in _OVERALL),
            "  model     " + " ".join(f"{result[k]:7.4f}" for k in _OVERALL),
+           *[f"  {name:<9} " + " ".join(f"{t[k]:7.4f}" for k in _OVERALL[:6])
+             for name, t in _tuned_rows(result)],
            f"  constant  {'':>7} {'':>7} {result['constant_OF1']:7.4f} {'':>7} {'':>7} {'':>7} "
            f"{result['constant_mAP']:7.4f}   <- predicts {{{', '.join(result['constant_set'])}}}"
            " for every poster",
@@ -28,11 +32,21 @@ def table(result: dict, title: str) -> str:
   return "\n".join(lines)
 
 
+def _tuned_rows(result: dict):
+  tuned = result.get("tuned", {})
+  if "global" in tuned:
+    yield f"@{tuned['global']['threshold']:.2f}", tuned["global"]
+  if "per_genre" in tuned:
+    yield "@genre", tuned["per_genre"]
+
+
 def epoch_line(epoch: int, num_epochs: int, train: dict, val: dict, test: dict) -> str:
+  tuned = test.get("tuned", {}).get("global")
+  at_t = f" (@{tuned['threshold']:.2f}: {tuned['OF1']:.4f})" if tuned else ""
   return (f"epoch {epoch}/{num_epochs}: train loss {train['loss']:.4f} OF1 {train['OF1']:.4f} | "
           f"val loss {val['loss']:.4f} OF1 {val['OF1']:.4f} mAP {val['mAP']:.4f} | "
-          f"test OF1 {test['OF1']:.4f} mAP {test['mAP']:.4f} "
-          f"(constant OF1 {test['constant_OF1']:.4f})")
+          f"test OF1 {test['OF1']:.4f}{at_t} mAP {test['mAP']:.4f} "
+          f"| constant OF1 {test['constant_OF1']:.4f}")
 
 
 def append_jsonl(path: str, record: dict) -> None:

@@ -6,7 +6,7 @@ buffers donated to the new one). Under sharded `jit`, BatchNorm sees the global 
 """
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 from flax.training import train_state
@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxposter import parallel
+from jaxposter import losses, parallel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -75,11 +75,6 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, image_shape
   return jax.jit(init, out_shardings=sharding)()
 
 
-def bce_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Per-example binary cross-entropy on logits, averaged over genres."""
-  return optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype)).mean(-1)
-
-
 def _apply(state: TrainState, params, images, train: bool, rngs=None):
   variables = {"params": params}
   if state.batch_stats is not None:
@@ -92,7 +87,7 @@ def _apply(state: TrainState, params, images, train: bool, rngs=None):
 
 
 def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization: str,
-               axis_name: str | None = None):
+               loss_fn: Callable = losses.bce, axis_name: str | None = None):
   """One optimizer step on a batch. Returns the new state and summed metrics of the batch.
 
   Dropout draws from fold_in(key, step) (and, under pmap, the device's index): the same
@@ -105,11 +100,11 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization:
   if axis_name:
     key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
 
-  def loss_fn(params):
+  def objective(params):
     logits, batch_stats = _apply(state, params, images, True, {"dropout": key})
-    return bce_loss(logits, labels).mean(), (logits, batch_stats)
+    return loss_fn(logits, labels).mean(), (logits, batch_stats)
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
   if axis_name:
     grads = jax.lax.pmean(grads, axis_name)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
@@ -124,9 +119,12 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization:
 
 
 def eval_step(state: TrainState, batch: dict, *, normalization: str) -> dict:
-  """Sigmoid probabilities and per-example loss of a batch (padding is masked on the host)."""
+  """Sigmoid probabilities and per-example BCE of a batch (padding is masked on the host).
+
+  The loss is plain BCE whatever the training loss, so validation losses compare across runs.
+  """
   logits, _ = _apply(state, state.params, normalize(batch["image"], normalization), False)
-  return {"probs": jax.nn.sigmoid(logits), "loss": bce_loss(logits, batch["label"])}
+  return {"probs": jax.nn.sigmoid(logits), "loss": losses.bce(logits, batch["label"])}
 
 
 PMAP_AXIS = "batch"
@@ -141,18 +139,19 @@ class Steps:
   pmap: one program per local device, the batch reshaped to [devices, per-device, ...].
   """
 
-  def __init__(self, mesh: jax.sharding.Mesh, normalization: str, parallelism: str):
+  def __init__(self, mesh: jax.sharding.Mesh, normalization: str, parallelism: str,
+               loss_fn: Callable = losses.bce):
     self.mesh, self.parallelism = mesh, parallelism
     repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    step = functools.partial(train_step, normalization=normalization, loss_fn=loss_fn)
     if parallelism == "jit":
-      self._train = jax.jit(functools.partial(train_step, normalization=normalization),
+      self._train = jax.jit(step,
                             in_shardings=(repl, data, repl), out_shardings=(repl, repl),
                             donate_argnums=(0,))
       self._eval = jax.jit(functools.partial(eval_step, normalization=normalization),
                            in_shardings=(repl, data), out_shardings=data)
     elif parallelism == "pmap":
-      self._train = jax.pmap(functools.partial(train_step, normalization=normalization,
-                                               axis_name=PMAP_AXIS),
+      self._train = jax.pmap(functools.partial(step, axis_name=PMAP_AXIS),
                              axis_name=PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=(0,))
       self._eval = jax.pmap(functools.partial(eval_step, normalization=normalization),
                             axis_name=PMAP_AXIS)

@@ -52,6 +52,7 @@ class CustomCNN(nn.Module):
       x = nn.relu(nn.Conv(f, (3, 3), padding=1, dtype=self.dtype, name=f"conv{i}")(x))
       if i < len(self.features) - 1:
         x = max_pool_2x2(x)
+    x = x if self.is_initializing() else self.perturb("features", x)  # saliency.grad_cam
     x = adaptive_avg_pool(x, (self.pool_size, self.pool_size))
     x = x.reshape(x.shape[0], -1)
     for i in range(2):

@@ -123,6 +123,7 @@ class ResNet(nn.Module):
             zero_init_residual=self.zero_init_residual,
             dtype=self.dtype, param_dtype=self.param_dtype,
             name=f"layer{i + 1}_{j}")(x, train=train)
+    x = x if self.is_initializing() else self.perturb("features", x)  # saliency.grad_cam
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype,
