@@ -2,6 +2,7 @@
 
   python launch.py --config configs/demo.py --workdir runs/demo            # train
   python launch.py --workdir runs/demo --mode eval                         # evaluate the best
+  python launch.py --workdir runs/demo --mode predict --inputs posters/    # genres of new posters
   python launch.py --config configs/demo.py --config.num_epochs=3 ...      # override any field
 """
 
@@ -14,12 +15,17 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/demo.py.",
                                 lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
-flags.DEFINE_enum("mode", "train", ["train", "eval"], "What to do.")
+flags.DEFINE_list("workdir", None, "Directory for checkpoints, logs and reports. eval and "
+                  "predict take several, comma-separated: an ensemble.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"], "What to do.")
 flags.DEFINE_integer("step", None, "eval: the checkpoint step to restore (default: the best).")
 flags.DEFINE_string("csv", "", "eval: score on this CSV (MovieGenre layout or the config's "
                     "columns) instead of the test split; every usable row is test data.")
 flags.DEFINE_string("posters", "", "eval: the poster folder that goes with --csv.")
+flags.DEFINE_list("inputs", [], "predict: poster files and/or folders, comma-separated.")
+flags.DEFINE_string("threshold", "", "predict: 'fixed' (0.5), 'global', 'per_genre' or a "
+                    "number; default: the config's `threshold`.")
+flags.DEFINE_string("output", "", "predict: also write the predictions to this .json or .csv.")
 flags.DEFINE_string("coordinator", "", "Multi-host: coordinator host:port (process 0).")
 flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
 flags.DEFINE_integer("process_id", -1, "Multi-host: this process's id.")
@@ -54,7 +60,8 @@ def main(argv):
   from jaxposter.experiment import UserError
   try:
     parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
-    jp_main.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.step, FLAGS.csv, FLAGS.posters)
+    jp_main.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.step, FLAGS.csv, FLAGS.posters,
+                FLAGS.inputs, FLAGS.threshold, FLAGS.output)
   except UserError as e:
     if os.environ.get("JAXPOSTER_DEBUG"):
       raise

@@ -1,9 +1,11 @@
 """The modes of a run: train (resuming when the workdir holds a checkpoint) and eval."""
 
+import dataclasses
 import json
 import os
 import signal
 import time
+from typing import Any
 
 import jax
 import ml_collections
@@ -14,7 +16,7 @@ from jaxposter import checkpoint, evaluate, report, thresholds, train
 from jaxposter.data import pipeline
 from jaxposter.experiment import UserError, check_compatible, setup
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "predict")
 # Tests set these to kill a run with SIGKILL at an exact step (optionally once the last
 # checkpoint is on disk), to show resuming is exact; timing a kill from outside is flaky.
 _SIGKILL_AT_STEP = int(os.environ.get("JAXPOSTER_SIGKILL_AT_STEP", "-1"))
@@ -50,15 +52,22 @@ def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
       config[key] = tuple(value) if isinstance(config[key], tuple) else value
 
 
-def run(config: ml_collections.ConfigDict | None, workdir: str, mode: str = "train",
-        step: int | None = None, csv: str = "", posters: str = "") -> dict:
+def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mode: str = "train",
+        step: int | None = None, csv: str = "", posters: str = "", inputs: list[str] = (),
+        threshold: str = "", output: str = ""):
+  """One mode of a run. eval and predict take several workdirs: an ensemble."""
+  workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
   if mode not in MODES:
     raise UserError(f"unknown mode {mode!r}; choose one of {MODES}")
   if mode == "train":
     if config is None:
       raise UserError("training needs --config (e.g. --config configs/demo.py)")
-    return train_and_evaluate(config, workdir)
-  return evaluate_checkpoint(config, workdir, step, csv, posters)
+    if len(workdirs) != 1:
+      raise UserError("training writes to exactly one --workdir")
+    return train_and_evaluate(config, workdirs[0])
+  if mode == "eval":
+    return evaluate_checkpoint(config, workdirs, step, csv, posters)
+  return predict_posters(config, workdirs, step, list(inputs), threshold, output)
 
 
 def _meta(exp, epoch: int, val: dict, test: dict, tuned: dict) -> dict:
@@ -161,9 +170,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return test
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str,
-                        step: int | None = None, csv: str = "", posters: str = "") -> dict:
-  """Scores a checkpoint on the test split, or on any CSV + poster folder (`csv`, `posters`)."""
+@dataclasses.dataclass
+class Member:
+  """A restored checkpoint, ready to score posters."""
+  workdir: str
+  exp: Any
+  state: Any
+  meta: dict
+  step: int
+
+
+def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
+            step: int | None = None, with_data: bool = True) -> Member:
+  """The best (or the given) checkpoint of a workdir; without data, no data set is prepared."""
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir) or not any(d.isdigit() for d in os.listdir(ckpt_dir)):
     raise UserError(f"no checkpoint in {workdir}: train first, e.g. "
@@ -174,22 +193,79 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str,
     step = saved.best_step() or saved.latest_step()
   elif step not in saved.steps():
     raise UserError(f"no checkpoint at step {step} in {workdir}; available: {sorted(saved.steps())}")
-  genres = saved.restore_meta(step)["genres"] if csv else None
+  genres = None if with_data else saved.restore_meta(step)["genres"]
   exp = setup(config, workdir, read_only=True, genres=genres)
   state, meta = _restore(exp, step, exp.steps_per_epoch())
-  state = exp.steps.place_state(state)
+  return Member(workdir, exp, exp.steps.place_state(state), meta, step)
+
+
+def restore_all(workdirs: list[str], config, step, with_data: bool) -> list[Member]:
+  if len(workdirs) > 1 and (config is not None or step is not None):
+    raise UserError("an ensemble of workdirs uses each workdir's own config and best "
+                    "checkpoint: drop --config and --step")
+  members = [restore(w, config, step, with_data) for w in workdirs]
+  for m in members[1:]:
+    if m.exp.genres != members[0].exp.genres:
+      raise UserError(f"cannot ensemble {members[0].workdir} and {m.workdir}: their genres "
+                      f"differ ({members[0].exp.genres} vs {m.exp.genres})")
+  return members
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdirs: list[str],
+                        step: int | None = None, csv: str = "", posters: str = "") -> dict:
+  """Scores a checkpoint (or the mean of several) on the test split, or on a CSV + folder."""
+  members = restore_all(workdirs, config, step, with_data=not csv)
+  first = members[0]
   if csv:
     posters = posters or os.path.join(os.path.dirname(csv), "posters")
-    source, where = _folder_source(exp, csv, posters), f"{csv} + {posters}"
+    source, where = _folder_source(first.exp, csv, posters), f"{csv} + {posters}"
   else:
-    source, where = exp.source("test"), "the test split"
-  result = evaluate.evaluate_source(exp, state, source, meta.get("thresholds"))
+    source, where = first.exp.source("test"), "the test split"
+  if len(members) == 1:
+    result = evaluate.evaluate_source(first.exp, first.state, source, first.meta.get("thresholds"))
+    title = f"checkpoint at step {first.step} (epoch {first.meta['epoch']})"
+  else:
+    result = _evaluate_ensemble(members, source, tune_on_validation=not csv)
+    title = f"ensemble of {len(members)}: " + ", ".join(m.workdir for m in members)
   if report.is_chief():
-    print(report.table(result, f"Metrics on {where}, checkpoint at step {step} "
-                               f"(epoch {meta['epoch']})"), flush=True)
-    name = f"eval_step{step}.json" if not csv else f"eval_step{step}_{_slug(csv)}.json"
-    report.write_json(os.path.join(workdir, name), result)
+    print(report.table(result, f"Metrics on {where}, {title}"), flush=True)
+    name = (f"eval_step{first.step}" if len(members) == 1 else "eval_ensemble") + \
+        (f"_{_slug(csv)}" if csv else "") + ".json"
+    report.write_json(os.path.join(first.workdir, name), result)
   return result
+
+
+def _evaluate_ensemble(members: list[Member], source, tune_on_validation: bool) -> dict:
+  """Mean probabilities; thresholds tuned on the ensemble's own validation probabilities."""
+  outs = [evaluate.predict_source(m.exp, m.state, source) for m in members]
+  for m, out in zip(members[1:], outs[1:]):
+    if not np.array_equal(out[1], outs[0][1]):
+      raise UserError(f"{m.workdir} was tested on other posters than {members[0].workdir}: "
+                      "an ensemble needs the same data set")
+  probs = np.mean([o[0] for o in outs], axis=0)
+  tuned = None
+  if tune_on_validation:
+    val = [evaluate.predict_source(m.exp, m.state, m.exp.source("validation")) for m in members]
+    tuned = thresholds.tune(np.mean([v[0] for v in val], axis=0), val[0][1])
+  return evaluate.score(probs, outs[0][1], np.mean([o[2] for o in outs], axis=0),
+                        members[0].exp.genres, tuned)
+
+
+def predict_posters(config, workdirs: list[str], step, inputs: list[str], threshold: str,
+                    output: str) -> list[dict]:
+  from jaxposter import predict
+  if not inputs:
+    raise UserError("predict needs --inputs: poster files and/or folders")
+  members = restore_all(workdirs, config, step, with_data=False)
+  kind = threshold or members[0].exp.config.threshold
+  try:
+    kind = float(kind)
+  except ValueError:
+    pass
+  try:
+    return predict.run(members, inputs, kind, output)
+  except (ValueError, FileNotFoundError) as e:
+    raise UserError(str(e)) from e
 
 
 def _slug(path: str) -> str:

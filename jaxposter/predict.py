@@ -1,0 +1,107 @@
+"""Genres for new posters, from one workdir's best checkpoint or an ensemble of several.
+
+An ensemble averages the members' probabilities; its thresholds are the mean of the
+members' validation-tuned thresholds.
+"""
+
+import csv
+import json
+import os
+
+import numpy as np
+
+from jaxposter import evaluate, report, thresholds
+from jaxposter.data import images
+
+
+def collect(inputs: list[str]) -> list[str]:
+  """Files named, and every file inside folders named, in sorted order."""
+  paths = []
+  for item in inputs:
+    if os.path.isdir(item):
+      paths += sorted(os.path.join(item, f) for f in os.listdir(item)
+                      if not f.startswith(".") and os.path.isfile(os.path.join(item, f)))
+    elif os.path.exists(item):
+      paths.append(item)
+    else:
+      raise FileNotFoundError(f"no such file or folder: {item}")
+  if not paths:
+    raise FileNotFoundError(f"no files in {', '.join(inputs)}")
+  return paths
+
+
+def load_posters(paths: list[str], num_genres: int) -> tuple[list[dict], list[str], dict]:
+  """Readable posters as records for the eval pipeline; the unreadable ones, with reasons."""
+  records, kept, skipped = [], [], {}
+  for path in paths:
+    try:
+      jpeg = images.poster_jpeg(path)
+    except images.BadImage as e:
+      skipped[path] = e.reason
+      continue
+    except OSError as e:
+      skipped[path] = f"unreadable ({e.strerror or e})"
+      continue
+    records.append({"image": jpeg, "label": np.zeros(num_genres, np.uint8)})
+    kept.append(path)
+  return records, kept, skipped
+
+
+def ensemble_probs(members, source) -> np.ndarray:
+  """Mean probability over members, each through its own input size and normalisation."""
+  return np.mean([evaluate.predict_source(m.exp, m.state, source)[0] for m in members], axis=0)
+
+
+def threshold_of(members, kind) -> float | np.ndarray:
+  return np.mean([thresholds.select(m.meta.get("thresholds") or {"fixed": 0.5, "global": 0.5,
+                                                                 "per_genre": 0.5}, kind)
+                  for m in members], axis=0)
+
+
+def run(members, inputs: list[str], kind, output: str = "") -> list[dict]:
+  genres = members[0].exp.genres
+  records, kept, skipped = load_posters(collect(inputs), len(genres))
+  for path, reason in skipped.items():
+    print(f"skipped {path}: {reason}", flush=True)
+  if not records:
+    raise FileNotFoundError(f"none of the {len(skipped)} input files is a readable image")
+  probs = ensemble_probs(members, records)
+  threshold = threshold_of(members, kind)
+  rows = []
+  for path, p in zip(kept, probs):
+    chosen = [g for g, pi, t in zip(genres, p, np.broadcast_to(threshold, p.shape)) if pi >= t]
+    rows.append({"file": path, "genres": chosen,
+                 "probabilities": {g: round(float(pi), 4) for g, pi in zip(genres, p)}})
+  if report.is_chief():
+    print(table(rows, genres, kind, threshold), flush=True)
+    if output:
+      write(rows, genres, output)
+      print(f"wrote {output}", flush=True)
+  return rows
+
+
+def table(rows: list[dict], genres: list[str], kind, threshold) -> str:
+  t = np.atleast_1d(threshold)
+  how = f"{kind} threshold " + (f"{t[0]:.2f}" if t.size == 1 else
+                                 ", ".join(f"{g} {x:.2f}" for g, x in zip(genres, t)))
+  width = max(12, *(len(os.path.basename(r["file"])) for r in rows))
+  lines = [f"{'poster':<{width}}  predicted genres   ({how})"]
+  for r in rows:
+    ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+    shown = ", ".join(f"{g} {p:.2f}" + ("*" if g in r["genres"] else "") for g, p in ranked[:5])
+    lines.append(f"{os.path.basename(r['file']):<{width}}  {shown}")
+  lines.append("(* = predicted; the five most probable genres shown)")
+  return "\n".join(lines)
+
+
+def write(rows: list[dict], genres: list[str], path: str) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if path.endswith(".csv"):
+    with open(path, "w", newline="") as f:
+      w = csv.writer(f)
+      w.writerow(["file", "predicted", *genres])
+      for r in rows:
+        w.writerow([r["file"], "|".join(r["genres"]), *(r["probabilities"][g] for g in genres)])
+  else:
+    with open(path, "w") as f:
+      json.dump(rows, f, indent=2)
