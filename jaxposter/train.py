@@ -37,26 +37,46 @@ def normalize(images: jax.Array, how: str) -> jax.Array:
   return x
 
 
-def make_optimizer(config: ml_collections.ConfigDict,
-                   steps_per_epoch: int) -> optax.GradientTransformation:
-  """Adam or AdamW with an optional warm-up and cosine decay and gradient clipping."""
-  o, s = config.optimizer, config.schedule
+def _schedule(config: ml_collections.ConfigDict, peak: float, steps_per_epoch: int):
+  s = config.schedule
   total = max(1, config.num_epochs * steps_per_epoch)
   warmup = int(s.warmup_epochs * steps_per_epoch)
   if s.name == "constant":
-    lr = optax.join_schedules(
-        [optax.linear_schedule(0.0, o.learning_rate, warmup), optax.constant_schedule(o.learning_rate)],
-        [warmup]) if warmup else o.learning_rate
-  elif s.name == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, warmup, total)
-  else:
-    raise ValueError(f"unknown schedule.name {s.name!r}; choose 'constant' or 'cosine'")
+    if not warmup:
+      return peak
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup),
+                                 optax.constant_schedule(peak)], [warmup])
+  if s.name == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total)
+  raise ValueError(f"unknown schedule.name {s.name!r}; choose 'constant' or 'cosine'")
+
+
+def _adam(config: ml_collections.ConfigDict, lr) -> optax.GradientTransformation:
+  o = config.optimizer
   if o.name == "adam":
-    tx = optax.adam(lr, b1=o.b1, b2=o.b2)
-  elif o.name == "adamw":
-    tx = optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
-  else:
-    raise ValueError(f"unknown optimizer.name {o.name!r}; choose 'adam' or 'adamw'")
+    return optax.adam(lr, b1=o.b1, b2=o.b2)
+  if o.name == "adamw":
+    return optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+  raise ValueError(f"unknown optimizer.name {o.name!r}; choose 'adam' or 'adamw'")
+
+
+def param_labels(params) -> dict:
+  """'head' for the classifier (every model's top-level `head` module), else 'backbone'."""
+  return {name: jax.tree.map(lambda _: "head" if name == "head" else "backbone", sub)
+          for name, sub in params.items()}
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   steps_per_epoch: int) -> optax.GradientTransformation:
+  """Adam or AdamW, optional warm-up / cosine decay, clipping, and for fine-tuning a
+  separate head learning rate or a frozen backbone (optax.multi_transform)."""
+  o, m = config.optimizer, config.model
+  tx = _adam(config, _schedule(config, o.learning_rate, steps_per_epoch))
+  if m.freeze_backbone or o.head_learning_rate > 0:
+    head_lr = o.head_learning_rate or o.learning_rate
+    head = _adam(config, _schedule(config, head_lr, steps_per_epoch))
+    backbone = optax.set_to_zero() if m.freeze_backbone else tx
+    tx = optax.multi_transform({"head": head, "backbone": backbone}, param_labels)
   if o.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), tx)
   return tx
