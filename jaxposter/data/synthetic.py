@@ -187,7 +187,7 @@ def _target(d, rng, box, lum):
   """Thriller: concentric rings with a crosshair."""
   x0, y0, x1, y1 = box
   cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, min(x1 - x0, y1 - y0) / 2
-  col, lw = _fg(rng, lum, THRILLER), max(2, int(r * 0.07))
+  col, lw = _fg(rng, lum, THRILLER), max(2, int(r * 0.1))
   for k in range(rng.integers(2, 5)):
     rk = r * (1 - 0.28 * k)
     d.ellipse((cx - rk, cy - rk, cx + rk, cy + rk), outline=col, width=lw)
@@ -219,10 +219,10 @@ def _skull(d, rng, box, lum):
 def _cartoon(d, rng, box, lum):
   """Animation: outlined five-point stars, or a cartoon face with huge eyes."""
   x0, y0, x1, y1 = box
-  ow = max(2, int((x1 - x0) * 0.02))
+  ow = max(2, int((x1 - x0) * 0.03))
   if rng.random() < 0.5:
     for _ in range(rng.integers(2, 6)):
-      r = (x1 - x0) * rng.uniform(0.08, 0.2)
+      r = (x1 - x0) * rng.uniform(0.1, 0.22)
       cx, cy = _at(rng, x0 + r, x1 - r), _at(rng, y0 + r, y1 - r)
       a = np.pi / 5 * np.arange(10) + rng.uniform(0, 1)
       rr = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
@@ -279,7 +279,7 @@ def _title(d, rng, w, h, lum):
 
 def _box(rng, w, h, hero):
   """Where a motif goes: large and central for the first, smaller and anywhere for the rest."""
-  s = rng.uniform(0.55, 0.95) if hero else rng.uniform(0.35, 0.6)
+  s = rng.uniform(0.6, 0.95) if hero else rng.uniform(0.4, 0.65)
   bw, bh = w * s, w * s * rng.uniform(1.0, 1.4)
   cx = rng.uniform(bw / 2, w - bw / 2) if not hero else w / 2 + rng.normal(0, w * 0.05)
   cy = rng.uniform(bh / 2, h - bh / 2) if not hero else h * rng.uniform(0.35, 0.6)
