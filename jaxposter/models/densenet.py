@@ -154,7 +154,6 @@ class DenseNet(nn.Module):
         x = Transition(features=features, name=f"transition{i + 1}", **kw)(x, train)
     x = nn.relu(norm(name="norm5")(x))
     x = x if self.is_initializing() else self.perturb("features", x)  # saliency.grad_cam
-    x = x if self.is_initializing() else self.perturb("features", x)  # saliency.grad_cam
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, bias_init=nn.initializers.zeros,
