@@ -105,6 +105,17 @@ class Experiment:
     return max(1, self.num_examples("train") // self.config.batch_size)
 
 
+def _prepare_once(data_config):
+  """Process 0 builds the data set first; the others then find it built (shared storage)
+  or build their own copy (host-local storage), never two writers at once."""
+  if jax.process_count() == 1:
+    return builder_lib.prepare(data_config)
+  from jax.experimental import multihost_utils
+  data = builder_lib.prepare(data_config) if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices("jaxposter: data prepared by process 0")
+  return data or builder_lib.prepare(data_config, quiet=True)
+
+
 def _pos_weight(config: ml_collections.ConfigDict, data) -> np.ndarray | None:
   """BCE positive weights from the training split's genre frequencies, when asked for."""
   if not (config.loss.name == "bce" and config.loss.pos_weight and data is not None):
@@ -130,7 +141,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
     parallel.check_batch_size(config.batch_size, mesh)
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     if genres is None:
-      data = builder_lib.prepare(config.data, quiet=jax.process_index() != 0)
+      data = _prepare_once(config.data)
       genres = builder_lib.vocabulary(data)
     kwargs = config.model.kwargs.to_dict()
     if config.model.remat:

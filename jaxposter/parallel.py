@@ -56,6 +56,11 @@ def check_batch_size(global_batch: int, mesh: Mesh, what: str = "batch_size") ->
         f"e.g. --config.{what}={fix}")
 
 
+def replicate_host(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A host value that every process holds -> one array replicated over the whole mesh."""
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
 def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
   """This process's slice of a batch -> global arrays sharded along the batch axis."""
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

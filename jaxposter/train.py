@@ -182,14 +182,16 @@ class Steps:
     """A single replicated copy (as created or restored) -> this mode's device layout."""
     if self.parallelism == "pmap":
       from flax import jax_utils
-      return jax_utils.replicate(state)
+      return jax_utils.replicate(jax.device_get(state))  # onto this process's devices
     return state
 
   def unplace_state(self, state: TrainState) -> TrainState:
     """This mode's device layout -> one replicated copy (what checkpoints hold)."""
     if self.parallelism == "pmap":
       repl = parallel.replicated(self.mesh)
-      return jax.tree.map(lambda x: jax.device_put(x[0], repl), state)
+      return jax.tree.map(
+          lambda x: parallel.replicate_host(np.asarray(x.addressable_shards[0].data[0]), repl),
+          state)
     return state
 
   def _place_batch(self, batch: dict[str, np.ndarray]):
