@@ -43,6 +43,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
       (config.loss.name in losses.LOSSES, f"loss.name must be one of {losses.LOSSES}"),
   ]
+  if config.model.pretrained and d.normalization != "imagenet":
+    checks.append((False, "ImageNet-pretrained weights need ImageNet normalisation: "
+                          "--config.data.normalization=imagenet (or --config.model.pretrained='')"))
   if config.model.name not in models.MODELS:
     checks.append((False, f"unknown model.name {config.model.name!r}; choose one of: "
                           f"{', '.join(sorted(models.MODELS))}"))
@@ -100,6 +103,25 @@ class Experiment:
     shape = (self.geom.height, self.geom.width, 3)
     return train.create_state(self.model, tx, shape, self.config.seed,
                               parallel.replicated(self.mesh))
+
+  def with_pretrained(self, state: train.TrainState) -> train.TrainState:
+    """A fresh state whose backbone holds the configured torchvision weights."""
+    m = self.config.model
+    if not m.pretrained:
+      return state
+    from jaxposter.models import torchvision
+    variables = {"params": state.params}
+    if state.batch_stats is not None:
+      variables["batch_stats"] = state.batch_stats
+    try:
+      variables = torchvision.load_pretrained(m.name, m.pretrained, self.model, variables,
+                                              m.cache_dir or None)
+    except (ValueError, ImportError, torchvision.PretrainedWeightsError) as e:
+      raise UserError(str(e)) from e
+    repl = parallel.replicated(self.mesh)
+    params = jax.device_put(variables["params"], repl)
+    return state.replace(params=params, opt_state=jax.jit(state.tx.init, out_shardings=repl)(params),
+                         batch_stats=jax.device_put(variables.get("batch_stats"), repl))
 
   def steps_per_epoch(self) -> int:
     return max(1, self.num_examples("train") // self.config.batch_size)

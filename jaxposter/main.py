@@ -105,7 +105,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   steps_per_epoch = exp.steps_per_epoch()
   latest = exp.checkpoints.latest_step()
   if latest is None:
-    state = exp.new_state(steps_per_epoch)
+    state = exp.with_pretrained(exp.new_state(steps_per_epoch))
     _truncate_log(log_path, 0)
   else:
     state, meta = _restore(exp, latest, steps_per_epoch)
