@@ -168,6 +168,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
     kwargs = config.model.kwargs.to_dict()
     if config.model.remat:
       kwargs["remat"] = True
+    if config.model.freeze_backbone and models.accepts(config.model.name, "frozen_bn"):
+      kwargs["frozen_bn"] = True
+    if config.parallelism == "pmap" and models.accepts(config.model.name, "bn_axis_name"):
+      kwargs["bn_axis_name"] = train.PMAP_AXIS
     model = models.create_model(config.model.name, len(genres), dtype=config.model.dtype,
                                 dropout_rate=config.model.dropout_rate, **kwargs)
   except (ValueError, FileNotFoundError) as e:

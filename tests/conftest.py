@@ -56,3 +56,17 @@ def tiny_data_dir(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   builder.prepare(tiny_config(data_dir).data, quiet=True)
   return data_dir
+
+
+def write_config(directory, base: str, **fields) -> str:
+  """A config file importing configs/<base>.py and setting `fields` (dotted via '__'),
+  for fields a locked config cannot gain from the command line (model.kwargs)."""
+  lines = [f"from configs import {base}", "", "", "def get_config():",
+           f"  c = {base}.get_config()"]
+  for key, value in fields.items():
+    lines.append(f"  c.{key.replace('__', '.')} = {value!r}")
+  lines.append("  return c")
+  path = os.path.join(str(directory), f"{base}_custom.py")
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return path

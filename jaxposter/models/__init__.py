@@ -23,6 +23,13 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+def accepts(name: str, field: str) -> bool:
+  """Whether the registered model `name` has the constructor field `field`."""
+  ctor = MODELS[name]
+  cls = getattr(ctor, "func", ctor)  # functools.partial -> the module class
+  return field in getattr(cls, "__dataclass_fields__", {})
+
+
 def create_model(name: str, num_classes: int, *, dtype: str = "float32",
                  **kwargs: Any) -> nn.Module:
   """Builds a registered model; unknown names or dtypes raise ValueError naming the choices."""

@@ -1,8 +1,8 @@
 """DenseNet-BC in Flax Linen (NHWC), layer for layer like torchvision's ``DenseNet``.
 
-Submodule names are torchvision's ``features.*`` keys without the ``features.``
-prefix (``denseblock1/denselayer1/conv1``, ``transition1/norm``, ``norm5``), so
-weights map mechanically (see ``jaxposter.models.torchvision``). The classifier
+Submodule names are torchvision's ``features.*`` keys without ``features.`` and
+with ``.`` spelled ``_`` (``denseblock1_denselayer1/conv1``, ``transition1/norm``,
+``norm5``), so weights map mechanically (see ``jaxposter.models.torchvision``). The classifier
 is the ``head`` submodule; everything else is the backbone.
 """
 
@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxposter.models.resnet import batch_norm
 
 # torchvision: kaiming_normal_ (fan_in, gain sqrt(2)), untruncated.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -27,13 +29,14 @@ def avg_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
 class _Unit(nn.Module):
   """Base with the BN / conv factories shared by the layers below."""
 
+  bn_axis_name: Any = None
+  frozen_bn: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   def norm(self, name, train):
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                        epsilon=1e-5, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=name)
+    return batch_norm(train, self.frozen_bn, self.bn_axis_name, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name=name)
 
   def conv(self, features, kernel, name):
     pad = (kernel - 1) // 2
@@ -46,8 +49,8 @@ class DenseLayer(_Unit):
   """concat-BN-ReLU-conv1x1(bn_size*growth)-BN-ReLU-conv3x3(growth); returns the new features.
 
   Takes the block's feature maps so far and concatenates them itself: under
-  ``nn.remat`` the concatenation is recomputed too, and only the thin
-  per-layer outputs are kept for backprop (torchvision's ``memory_efficient``).
+  checkpointing (``DenseNet(remat=True)``) the concatenation is recomputed too,
+  and only the thin per-layer outputs are kept (torchvision's ``memory_efficient``).
   """
 
   growth_rate: int = 32
@@ -124,19 +127,21 @@ class DenseNet(nn.Module):
   num_classes: int = 1000
   dropout_rate: float = 0.0
   remat: bool = False
+  bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
+  frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-5, **kw)
+    norm = functools.partial(batch_norm, train, self.frozen_bn, self.bn_axis_name, **kw)
+    kw.update(bn_axis_name=self.bn_axis_name, frozen_bn=self.frozen_bn)
     checkpoint = self.remat and train and not self.is_initializing()
     x = x.astype(self.dtype)
     x = nn.Conv(self.num_init_features, (7, 7), strides=(2, 2),
                 padding=((3, 3), (3, 3)), use_bias=False, kernel_init=conv_init,
-                name="conv0", **kw)(x)
+                name="conv0", dtype=self.dtype, param_dtype=self.param_dtype)(x)
     x = nn.relu(norm(name="norm0")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     features = self.num_init_features
@@ -156,8 +161,8 @@ class DenseNet(nn.Module):
     x = x if self.is_initializing() else self.perturb("features", x)  # saliency.grad_cam
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, bias_init=nn.initializers.zeros,
-                 name="head", **kw)(x)
+    x = nn.Dense(self.num_classes, bias_init=nn.initializers.zeros, name="head",
+                 dtype=self.dtype, param_dtype=self.param_dtype)(x)
     return x.astype(jnp.float32)
 
 

@@ -22,6 +22,13 @@ def max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
+def batch_norm(train: bool, frozen: bool, axis_name, **kwargs) -> nn.BatchNorm:
+  """torch's BatchNorm2d (eps 1e-5, momentum 0.1). `frozen`: running statistics even in
+  training (a frozen backbone); `axis_name`: batch statistics over a pmap axis."""
+  return nn.BatchNorm(use_running_average=not train or frozen, momentum=0.9, epsilon=1e-5,
+                      axis_name=axis_name if train and not frozen else None, **kwargs)
+
+
 class _Block(nn.Module):
   """Shared fields and layer factories of the two residual blocks."""
 
@@ -29,6 +36,8 @@ class _Block(nn.Module):
   strides: int = 1
   base_width: int = 64
   zero_init_residual: bool = False
+  bn_axis_name: Any = None
+  frozen_bn: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -42,9 +51,8 @@ class _Block(nn.Module):
   def norm(self, name, last=False, train=False):
     scale_init = (nn.initializers.zeros if last and self.zero_init_residual
                   else nn.initializers.ones)
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                        epsilon=1e-5, scale_init=scale_init, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=name)
+    return batch_norm(train, self.frozen_bn, self.bn_axis_name, scale_init=scale_init,
+                      dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
   def shortcut(self, x, out_features, train):
     """Identity, or torchvision's ``downsample`` (1x1 conv + BN) when shapes change."""
@@ -101,6 +109,8 @@ class ResNet(nn.Module):
   width_per_group: int = 64
   zero_init_residual: bool = False
   dropout_rate: float = 0.0
+  bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
+  frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -110,9 +120,8 @@ class ResNet(nn.Module):
     x = nn.Conv(self.num_filters, (7, 7), strides=(2, 2),
                 padding=((3, 3), (3, 3)), use_bias=False, kernel_init=conv_init,
                 dtype=self.dtype, param_dtype=self.param_dtype, name="conv1")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, param_dtype=self.param_dtype,
-                     name="bn1")(x)
+    x = batch_norm(train, self.frozen_bn, self.bn_axis_name, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name="bn1")(x)
     x = max_pool_3x3_s2(nn.relu(x))
     for i, n_blocks in enumerate(self.stage_sizes):
       for j in range(n_blocks):
@@ -121,6 +130,7 @@ class ResNet(nn.Module):
             strides=2 if i > 0 and j == 0 else 1,
             base_width=self.width_per_group,
             zero_init_residual=self.zero_init_residual,
+            bn_axis_name=self.bn_axis_name, frozen_bn=self.frozen_bn,
             dtype=self.dtype, param_dtype=self.param_dtype,
             name=f"layer{i + 1}_{j}")(x, train=train)
     x = x if self.is_initializing() else self.perturb("features", x)  # saliency.grad_cam
