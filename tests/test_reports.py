@@ -4,6 +4,7 @@ Grad-CAM (checked against the analytic class activation map) and its overlay."""
 import functools
 import glob
 import struct
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -225,3 +226,13 @@ def test_overlay_and_save_png(tmp_path):
   assert saliency.overlay(image, heat[::2, ::2]).shape == (20, 10, 3)  # heat resized
   saliency.save_png(str(tmp_path / "o" / "overlay.png"), out)
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o" / "overlay.png")), out)
+
+
+def test_missing_extras_name_the_install_command(tmp_path, monkeypatch, split):
+  from jaxposter import plots
+  monkeypatch.setitem(sys.modules, "matplotlib", None)
+  monkeypatch.setitem(sys.modules, "tensorboardX", None)
+  with pytest.raises(ImportError, match=r"pip install -e '\.\[plots\]'"):
+    plots.pr_curves(split[2], split[1], GENRES, str(tmp_path / "pr.png"))
+  with pytest.raises(ImportError, match=r"pip install -e '\.\[plots\]'"):
+    tensorboard.write_epoch(str(tmp_path), records()[0])
