@@ -230,6 +230,8 @@ def test_overlay_and_save_png(tmp_path):
 
 def test_missing_extras_name_the_install_command(tmp_path, monkeypatch, split):
   from jaxposter import plots
+  for name in [m for m in sys.modules if m.split(".")[0] in ("matplotlib", "tensorboardX")]:
+    monkeypatch.setitem(sys.modules, name, None)  # as if never installed
   monkeypatch.setitem(sys.modules, "matplotlib", None)
   monkeypatch.setitem(sys.modules, "tensorboardX", None)
   with pytest.raises(ImportError, match=r"pip install -e '\.\[plots\]'"):
