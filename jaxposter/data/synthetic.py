@@ -18,7 +18,7 @@ DRAMA, COMEDY, ROMANCE, ACTION, CRIME, THRILLER, HORROR, ANIMATION = range(len(G
 P_NONE = 0.03     # posters with none of the genres (all-zero label)
 P_MOTIF = 0.85    # a labelled genre's motif is drawn
 P_STRAY = 0.05    # a motif of an unlabelled genre is drawn (label noise)
-P_TEXTURE = 0.35  # a labelled genre's texture is drawn
+P_TEXTURE = 0.5   # a labelled genre's texture is drawn
 P_PALETTE = 0.3   # the background leans to a labelled genre's palette
 SUPERSAMPLE = 2   # draw at 2x, box-downsample: cheap anti-aliasing
 
@@ -35,15 +35,15 @@ def sample_labels(rng: np.random.Generator) -> np.ndarray:
   u = rng.random(len(GENRES))
   d = u[DRAMA] < 0.5
   c = u[COMEDY] < (0.2 if d else 0.5)
-  r = u[ROMANCE] < 0.03 + 0.14 * d + 0.15 * c
+  r = u[ROMANCE] < 0.02 + 0.15 * d + 0.16 * c
   cr = u[CRIME] < 0.06 + 0.13 * d - 0.05 * c
   t = u[THRILLER] < 0.04 + 0.30 * cr + 0.03 * d - 0.02 * c
   a = u[ACTION] < 0.08 + 0.30 * t + 0.05 * cr - 0.05 * r
   ho = u[HORROR] < (0.045 + 0.15 * t) * (0.15 if (c or r) else 1.0) * (0.4 if d else 1.0)
-  an = u[ANIMATION] < (0.02 + 0.09 * c) * (0.2 if (d or cr) else 1.0)
+  an = u[ANIMATION] < (0.02 + 0.11 * c) * (0.2 if (d or cr) else 1.0)
   y[:] = (d, c, r, a, cr, t, ho, an)
   if not y.any():  # a "genre film" outside Drama/Comedy
-    y[rng.choice(len(GENRES), p=(0, 0, .12, .36, .2, .12, .12, .08))] = 1
+    y[rng.choice(len(GENRES), p=(0, 0, .04, .40, .23, .15, .13, .05))] = 1
   return y
 
 
@@ -150,7 +150,7 @@ def _shards(d, rng, box, lum):
   """Action: an explosion burst, parallel diagonal shards and a zigzag bolt."""
   x0, y0, x1, y1 = box
   bw = x1 - x0
-  if rng.random() < 0.6:
+  if rng.random() < 0.8:
     cx, cy, k = _at(rng, x0 + bw * 0.3, x1 - bw * 0.3), _at(rng, y0 + bw * 0.3, y1 - bw * 0.3), rng.integers(7, 12)
     a = np.pi / k * np.arange(2 * k) + rng.uniform(0, 1)
     for r, col in ((bw * rng.uniform(0.3, 0.45), _fg(rng, lum, ACTION, 0.6)), (bw * 0.18, _rgb(0.14, 0.8, 1))):
@@ -217,24 +217,24 @@ def _skull(d, rng, box, lum):
 
 
 def _cartoon(d, rng, box, lum):
-  """Animation: outlined five-point stars, or a cartoon face with huge eyes."""
+  """Animation: a black-outlined cartoon face with huge eyes, sometimes among outlined stars."""
   x0, y0, x1, y1 = box
   ow = max(2, int((x1 - x0) * 0.03))
   if rng.random() < 0.5:
-    for _ in range(rng.integers(2, 6)):
-      r = (x1 - x0) * rng.uniform(0.1, 0.22)
+    for _ in range(rng.integers(2, 5)):
+      r = (x1 - x0) * rng.uniform(0.08, 0.15)
       cx, cy = _at(rng, x0 + r, x1 - r), _at(rng, y0 + r, y1 - r)
       a = np.pi / 5 * np.arange(10) + rng.uniform(0, 1)
       rr = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
       d.polygon(list(zip(cx + rr * np.cos(a), cy + rr * np.sin(a))), fill=_fg(rng, lum, ANIMATION),
                 outline=(0, 0, 0), width=ow)
-  else:
-    cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * 0.4
-    d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_fg(rng, lum, ANIMATION), outline=(0, 0, 0), width=ow)
-    for sx in (-1, 1):
-      ex, er = cx + sx * r * 0.38, r * 0.3
-      d.ellipse((ex - er, cy - er * 1.3, ex + er, cy + er * 0.7), fill=(250, 250, 250), outline=(0, 0, 0), width=ow)
-      d.ellipse((ex - er * 0.4, cy - er * 0.2, ex + er * 0.4, cy + er * 0.6), fill=(0, 0, 0))
+  r = (x1 - x0) * rng.uniform(0.25, 0.4)
+  cx, cy = _at(rng, x0 + r, x1 - r), _at(rng, y0 + r, y1 - r)
+  d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_fg(rng, lum, ANIMATION), outline=(0, 0, 0), width=ow)
+  for sx in (-1, 1):
+    ex, er = cx + sx * r * 0.38, r * 0.3
+    d.ellipse((ex - er, cy - er * 1.3, ex + er, cy + er * 0.7), fill=(250, 250, 250), outline=(0, 0, 0), width=ow)
+    d.ellipse((ex - er * 0.4, cy - er * 0.2, ex + er * 0.4, cy + er * 0.6), fill=(0, 0, 0))
 
 
 MOTIFS = (_face, _blobs, _hearts, _shards, _bars, _target, _skull, _cartoon)
