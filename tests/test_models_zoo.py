@@ -143,8 +143,10 @@ def test_zero_init_residual_zeroes_last_bn_scale():
     assert not v[last]["scale"].any() and v["bn1"]["scale"].all()
 
 
-def test_remat_matches_no_remat_outputs_and_grads():
-  tiny = dict(growth_rate=4, block_config=(3, 2), num_init_features=8, num_classes=5)
+@pytest.mark.parametrize("frozen_bn", [False, True])
+def test_remat_matches_no_remat_outputs_and_grads(frozen_bn):
+  tiny = dict(growth_rate=4, block_config=(3, 2), num_init_features=8, num_classes=5,
+              frozen_bn=frozen_bn)
   plain, remat = densenet.DenseNet(**tiny), densenet.DenseNet(**tiny, remat=True)
   variables = fake_init(plain)
   assert jax.tree.structure(shapes(remat)) == jax.tree.structure(variables)

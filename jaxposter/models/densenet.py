@@ -72,15 +72,14 @@ def checkpointed_train_call(layer: DenseLayer, inputs: tuple) -> jnp.ndarray:
   gradient: XLA:CPU's scheduler hoists ``nn.remat``'s recomputation into the
   forward pass, which keeps every intermediate alive and saves no memory (measured).
   """
-  cfg = dict(growth_rate=layer.growth_rate, bn_size=layer.bn_size,
-             dtype=layer.dtype, param_dtype=layer.param_dtype)
+  unbound = layer.clone(parent=None, name=None)  # same fields (incl. BN axis / frozen)
 
   def forward(mdl, xs):
     return mdl(xs, True)
 
   def forward_with_residuals(mdl, xs):
-    y = mdl(xs, True)  # also updates the running stats
-    return y, (mdl.variables["params"], mdl.variables["batch_stats"], xs)
+    stats = mdl.variables["batch_stats"]  # before this call updates them
+    return mdl(xs, True), (mdl.variables["params"], stats, xs)
 
   def backward(residuals, g):
     params, stats, xs = residuals
@@ -90,9 +89,9 @@ def checkpointed_train_call(layer: DenseLayer, inputs: tuple) -> jnp.ndarray:
     xs = tuple(x + zero.astype(x.dtype) for x in xs)
     params = jax.tree.map(lambda p: p + zero.astype(p.dtype), params)
 
-    def apply(p, xs):  # train mode normalises with batch statistics, not ``stats``
-      y, _ = DenseLayer(**cfg).apply({"params": p, "batch_stats": stats}, xs, True,
-                                     mutable=["batch_stats"])
+    def apply(p, xs):  # ``stats`` are the running statistics the forward pass used
+      y, _ = unbound.apply({"params": p, "batch_stats": stats}, xs, True,
+                           mutable=["batch_stats"])
       return y
 
     params_t, xs_t = jax.vjp(apply, params, xs)[1](g)
