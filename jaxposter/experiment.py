@@ -160,7 +160,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
   mesh = parallel.make_mesh()
   data = None
   try:
-    parallel.check_batch_size(config.batch_size, mesh)
+    if not read_only:  # eval and predict never take a training step
+      parallel.check_batch_size(config.batch_size, mesh)
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     if genres is None:
       data = _prepare_once(config.data)
