@@ -48,18 +48,14 @@ def sample_labels(rng: np.random.Generator) -> np.ndarray:
 
 
 def _rgb(h, s, v):
-  return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h % 1.0, np.clip(s, 0, 1), np.clip(v, 0, 1)))
+  """HSV in 0..1 (hue wraps, the rest is clipped) -> an RGB tuple of ints."""
+  rgb = colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0), 1), min(max(v, 0), 1))
+  return tuple(int(255 * c) for c in rgb)
 
 
 def _at(rng, lo, hi):
   """Uniform between lo and hi, in either order (boxes can be smaller than their contents)."""
   return lo + rng.random() * (hi - lo)
-
-
-def _lean(rng, g):
-  """A colour near genre g's palette."""
-  h, s, v = PALETTES[g]
-  return _rgb(h + rng.normal(0, 0.04), s + rng.normal(0, 0.12), v + rng.normal(0, 0.12))
 
 
 def _fg(rng, lum, g=None, p_lean=0.4):
@@ -71,10 +67,12 @@ def _fg(rng, lum, g=None, p_lean=0.4):
 
 
 def _background(rng, on, h, w):
-  """Linear two-colour gradient at a random angle (computed small, resized): RGB image."""
-  cols = [np.array(_rgb(rng.random(), rng.uniform(0, 0.9), rng.uniform(0.08, 0.95))) for _ in range(2)]
+  """Two-colour linear gradient at a random angle (computed small, resized), one colour
+  sometimes near a labelled genre's palette."""
+  cols = [_rgb(rng.random(), rng.uniform(0, 0.9), rng.uniform(0.08, 0.95)) for _ in range(2)]
   if len(on) and rng.random() < P_PALETTE:
-    cols[0] = np.array(_lean(rng, rng.choice(on)))
+    cols[0] = _rgb(*(PALETTES[rng.choice(on)] + rng.normal(0, (0.04, 0.12, 0.12))))
+  cols = np.array(cols, np.float64)
   a = rng.uniform(0, 2 * np.pi)
   t = np.cos(a) * np.linspace(0, 1, 11)[None, :] + np.sin(a) * np.linspace(0, 1.5, 16)[:, None]
   t = (t - t.min()) / (np.ptp(t) + 1e-6)
@@ -100,7 +98,8 @@ def _texture(rng, kind, im):
   return Image.composite(Image.blend(im, col, rng.uniform(0.2, 0.45)), im, mask)
 
 
-TEXTURES = {ROMANCE: "waves", ACTION: "stripes", THRILLER: "scanlines", COMEDY: "dots", ANIMATION: "dots"}
+TEXTURES = {ROMANCE: "waves", ACTION: "stripes", THRILLER: "scanlines", COMEDY: "dots",
+            ANIMATION: "dots"}
 
 
 # Motifs: each draws into box (x0, y0, x1, y1) on the canvas.
@@ -122,7 +121,8 @@ def _blobs(d, rng, box, lum):
   for i in range(rng.integers(3, 8)):
     r = (x1 - x0) * rng.uniform(0.08, 0.2)
     cx, cy = _at(rng, x0 + r, x1 - r), _at(rng, y0 + r, y1 - r)
-    d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_rgb(rng.random(), rng.uniform(0.6, 1), rng.uniform(0.85, 1)))
+    col = _rgb(rng.random(), rng.uniform(0.6, 1), rng.uniform(0.85, 1))
+    d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=col)
     if i == 0:
       d.arc((cx - r * 0.6, cy - r * 0.6, cx + r * 0.6, cy + r * 0.6), 20, 160, fill=(20, 20, 20),
             width=max(2, int(r * 0.15)))
@@ -131,7 +131,8 @@ def _blobs(d, rng, box, lum):
 def _heart(d, cx, cy, r, col):
   d.ellipse((cx - 2 * r, cy - r, cx, cy + r), fill=col)
   d.ellipse((cx, cy - r, cx + 2 * r, cy + r), fill=col)
-  d.polygon([(cx - 1.95 * r, cy + 0.3 * r), (cx + 1.95 * r, cy + 0.3 * r), (cx, cy + 2.4 * r)], fill=col)
+  d.polygon([(cx - 1.95 * r, cy + 0.3 * r), (cx + 1.95 * r, cy + 0.3 * r), (cx, cy + 2.4 * r)],
+            fill=col)
 
 
 def _hearts(d, rng, box, lum):
@@ -151,9 +152,11 @@ def _shards(d, rng, box, lum):
   x0, y0, x1, y1 = box
   bw = x1 - x0
   if rng.random() < 0.8:
-    cx, cy, k = _at(rng, x0 + bw * 0.3, x1 - bw * 0.3), _at(rng, y0 + bw * 0.3, y1 - bw * 0.3), rng.integers(7, 12)
+    cx, cy = _at(rng, x0 + bw * 0.3, x1 - bw * 0.3), _at(rng, y0 + bw * 0.3, y1 - bw * 0.3)
+    k = rng.integers(7, 12)
     a = np.pi / k * np.arange(2 * k) + rng.uniform(0, 1)
-    for r, col in ((bw * rng.uniform(0.3, 0.45), _fg(rng, lum, ACTION, 0.6)), (bw * 0.18, _rgb(0.14, 0.8, 1))):
+    outer = (bw * rng.uniform(0.3, 0.45), _fg(rng, lum, ACTION, 0.6))
+    for r, col in (outer, (bw * 0.18, _rgb(0.14, 0.8, 1))):  # yellow core
       rr = np.where(np.arange(2 * k) % 2 == 0, r, r * rng.uniform(0.4, 0.6, 2 * k))
       d.polygon(list(zip(cx + rr * np.cos(a), cy + rr * np.sin(a))), fill=col)
   ang = rng.choice((1, -1)) * rng.uniform(0.5, 1.1)
@@ -161,7 +164,8 @@ def _shards(d, rng, box, lum):
   for _ in range(rng.integers(2, 6)):
     cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
     ln, wd = bw * rng.uniform(0.3, 0.7), bw * rng.uniform(0.03, 0.08)
-    d.polygon([(cx - dx * ln, cy - dy * ln), (cx + dy * wd, cy - dx * wd), (cx + dx * ln, cy + dy * ln)], fill=col)
+    d.polygon([(cx - dx * ln, cy - dy * ln), (cx + dy * wd, cy - dx * wd),
+               (cx + dx * ln, cy + dy * ln)], fill=col)
   if rng.random() < 0.6:
     xs = np.linspace(x0, x1, rng.integers(4, 8))
     ys = y0 + (y1 - y0) * (np.linspace(0, 1, len(xs)) * 0.5 + rng.uniform(0, 0.5, len(xs)))
@@ -171,7 +175,8 @@ def _shards(d, rng, box, lum):
 def _bars(d, rng, box, lum):
   """Crime: dark vertical bars, or standing silhouettes."""
   x0, y0, x1, y1 = box
-  col = _rgb(rng.random(), rng.uniform(0, 0.5), rng.uniform(0.0, 0.2)) if rng.random() < 0.75 else _fg(rng, lum)
+  dark = rng.random() < 0.75
+  col = _rgb(rng.random(), rng.uniform(0, 0.5), rng.uniform(0.0, 0.2)) if dark else _fg(rng, lum)
   n = rng.integers(3, 7)
   wd = (x1 - x0) / n * rng.uniform(0.25, 0.45)
   for x in np.linspace(x0 + wd, x1 - wd, n):
@@ -205,9 +210,8 @@ def _skull(d, rng, box, lum):
     d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=col)
     d.rectangle((cx - r * 0.55, cy + r * 0.6, cx + r * 0.55, cy + r * 1.3), fill=col)
     dark = (15, 10, 10) if sum(col) > 250 else (235, 235, 225)
-    for sx in (-1, 1):
-      d.ellipse((cx + sx * r * 0.45 - r * 0.25, cy - r * 0.2, cx + sx * r * 0.45 + r * 0.25, cy + r * 0.3),
-                fill=dark)
+    for ex in (cx - r * 0.45, cx + r * 0.45):
+      d.ellipse((ex - r * 0.25, cy - r * 0.2, ex + r * 0.25, cy + r * 0.3), fill=dark)
   else:
     d.rectangle((x0, y0, x1, y0 + (y1 - y0) * 0.08), fill=col)
     for x in np.linspace(x0, x1, rng.integers(4, 9)):
@@ -226,14 +230,16 @@ def _cartoon(d, rng, box, lum):
       cx, cy = _at(rng, x0 + r, x1 - r), _at(rng, y0 + r, y1 - r)
       a = np.pi / 5 * np.arange(10) + rng.uniform(0, 1)
       rr = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
-      d.polygon(list(zip(cx + rr * np.cos(a), cy + rr * np.sin(a))), fill=_fg(rng, lum, ANIMATION),
-                outline=(0, 0, 0), width=ow)
+      d.polygon(list(zip(cx + rr * np.cos(a), cy + rr * np.sin(a))),
+                fill=_fg(rng, lum, ANIMATION), outline=(0, 0, 0), width=ow)
   r = (x1 - x0) * rng.uniform(0.25, 0.4)
   cx, cy = _at(rng, x0 + r, x1 - r), _at(rng, y0 + r, y1 - r)
-  d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_fg(rng, lum, ANIMATION), outline=(0, 0, 0), width=ow)
-  for sx in (-1, 1):
-    ex, er = cx + sx * r * 0.38, r * 0.3
-    d.ellipse((ex - er, cy - er * 1.3, ex + er, cy + er * 0.7), fill=(250, 250, 250), outline=(0, 0, 0), width=ow)
+  col = _fg(rng, lum, ANIMATION)
+  d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=col, outline=(0, 0, 0), width=ow)
+  for ex in (cx - r * 0.38, cx + r * 0.38):
+    er = r * 0.3
+    d.ellipse((ex - er, cy - er * 1.3, ex + er, cy + er * 0.7), fill=(250, 250, 250),
+              outline=(0, 0, 0), width=ow)
     d.ellipse((ex - er * 0.4, cy - er * 0.2, ex + er * 0.4, cy + er * 0.6), fill=(0, 0, 0))
 
 
@@ -253,15 +259,17 @@ def _clutter(d, rng, w, h, lum, scale=0.35):
   elif kind == 2:
     d.polygon([(cx + rng.uniform(-rx, rx), cy + rng.uniform(-ry, ry)) for _ in range(3)], fill=col)
   else:
-    d.line((cx - rx, cy - ry, cx + rx, cy + ry), fill=col, width=max(1, int(w * rng.uniform(0.005, 0.02))))
+    lw = max(1, int(w * rng.uniform(0.005, 0.02)))
+    d.line((cx - rx, cy - ry, cx + rx, cy + ry), fill=col, width=lw)
 
 
-def _title(d, rng, w, h, lum):
-  """Title-like blocks of letters at the top, middle-low or bottom, and small credits."""
+def _title(d, rng, w, h, lum, p_top):
+  """Title-like blocks of letters at the top (with probability p_top) or lower, and credits."""
   th = h * rng.uniform(0.06, 0.12)
-  y = h * rng.choice((0.04, 0.62, 0.8)) + rng.uniform(-0.03, 0.03) * h
+  y = h * (0.04 if rng.random() < p_top else rng.choice((0.62, 0.8))) + rng.uniform(-0.03, 0.03) * h
   if rng.random() < 0.4:
-    d.rectangle((0, y - th * 0.3, w, y + th * 1.3), fill=_rgb(rng.random(), rng.random(), rng.random()))
+    band = _rgb(rng.random(), rng.random(), rng.random())
+    d.rectangle((0, y - th * 0.3, w, y + th * 1.3), fill=band)
     lum = 1 - lum if rng.random() < 0.5 else lum
   col = _fg(rng, lum)
   for row in range(rng.integers(1, 3)):
@@ -281,12 +289,13 @@ def _box(rng, w, h, hero):
   """Where a motif goes: large and central for the first, smaller and anywhere for the rest."""
   s = rng.uniform(0.6, 0.95) if hero else rng.uniform(0.4, 0.65)
   bw, bh = w * s, w * s * rng.uniform(1.0, 1.4)
-  cx = rng.uniform(bw / 2, w - bw / 2) if not hero else w / 2 + rng.normal(0, w * 0.05)
-  cy = rng.uniform(bh / 2, h - bh / 2) if not hero else h * rng.uniform(0.35, 0.6)
+  cx = w / 2 + rng.normal(0, w * 0.05) if hero else _at(rng, bw / 2, w - bw / 2)
+  cy = h * rng.uniform(0.35, 0.6) if hero else _at(rng, bh / 2, h - bh / 2)
   return (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
 
 
-def render_poster(rng: np.random.Generator, labels: np.ndarray, height: int, width: int) -> np.ndarray:
+def render_poster(rng: np.random.Generator, labels: np.ndarray, height: int,
+                  width: int) -> np.ndarray:
   """Draws one poster for multi-hot `labels`: uint8 [height, width, 3]."""
   h, w = height * SUPERSAMPLE, width * SUPERSAMPLE
   on = np.flatnonzero(labels)
@@ -308,7 +317,7 @@ def render_poster(rng: np.random.Generator, labels: np.ndarray, height: int, wid
     MOTIFS[g](d, rng, _box(rng, w, h, hero=i == 0), lum)
   for _ in range(rng.integers(0, 3)):
     _clutter(d, rng, w, h, lum, scale=0.15)
-  _title(d, rng, w, h, lum)
+  _title(d, rng, w, h, lum, p_top=0.6 if {HORROR, THRILLER} & set(on) else 0.25)
   x = np.asarray(im.reduce(SUPERSAMPLE), np.float32)
   # Colour jitter (per-channel gain, contrast, brightness) and grain; Horror is grainier.
   x = (x - 128) * rng.uniform(0.75, 1.2) + 128 + rng.uniform(-25, 25)
@@ -319,7 +328,11 @@ def render_poster(rng: np.random.Generator, labels: np.ndarray, height: int, wid
 
 
 def make_example(seed: int, index: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-  """Poster `index` of data set `seed`: (uint8 image [height, width, 3], uint8 multi-hot [K])."""
+  """Poster `index` of data set `seed`: (uint8 image [height, width, 3], uint8 multi-hot [K]).
+
+  The labels are `sample_labels(np.random.default_rng([seed, index]))`: the first draws of
+  the example's own random stream, so they do not depend on the size.
+  """
   rng = np.random.default_rng([seed, index])
   labels = sample_labels(rng)
   return render_poster(rng, labels, height, width), labels
