@@ -26,6 +26,7 @@ flags.DEFINE_list("inputs", [], "predict: poster files and/or folders, comma-sep
 flags.DEFINE_string("threshold", "", "predict: 'fixed' (0.5), 'global', 'per_genre' or a "
                     "number; default: the config's `threshold`.")
 flags.DEFINE_string("output", "", "predict: also write the predictions to this .json or .csv.")
+flags.DEFINE_string("saliency", "", "predict: also write Grad-CAM overlays for this genre.")
 flags.DEFINE_string("coordinator", "", "Multi-host: coordinator host:port (process 0).")
 flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
 flags.DEFINE_integer("process_id", -1, "Multi-host: this process's id.")
@@ -61,7 +62,7 @@ def main(argv):
   try:
     parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
     jp_main.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.step, FLAGS.csv, FLAGS.posters,
-                FLAGS.inputs, FLAGS.threshold, FLAGS.output)
+                FLAGS.inputs, FLAGS.threshold, FLAGS.output, FLAGS.saliency)
   except UserError as e:
     if os.environ.get("JAXPOSTER_DEBUG"):
       raise

@@ -44,8 +44,9 @@ def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
     if key not in config:
       continue  # a field this version no longer has
     if isinstance(value, dict) and isinstance(config[key], ml_collections.ConfigDict):
-      if key == "kwargs":  # free-form model arguments: take them as saved
-        config[key] = ml_collections.ConfigDict(value)
+      if key == "kwargs":  # free-form model arguments: as saved, JSON lists back to tuples
+        config[key] = ml_collections.ConfigDict(
+            {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
       else:
         _merge(config[key], value)
     else:
@@ -54,7 +55,7 @@ def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
 
 def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mode: str = "train",
         step: int | None = None, csv: str = "", posters: str = "", inputs: list[str] = (),
-        threshold: str = "", output: str = ""):
+        threshold: str = "", output: str = "", saliency: str = ""):
   """One mode of a run. eval and predict take several workdirs: an ensemble."""
   workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
   if mode not in MODES:
@@ -67,7 +68,7 @@ def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mod
     return train_and_evaluate(config, workdirs[0])
   if mode == "eval":
     return evaluate_checkpoint(config, workdirs, step, csv, posters)
-  return predict_posters(config, workdirs, step, list(inputs), threshold, output)
+  return predict_posters(config, workdirs, step, list(inputs), threshold, output, saliency)
 
 
 def _meta(exp, epoch: int, val: dict, test: dict, tuned: dict) -> dict:
@@ -154,8 +155,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     test = evaluate.evaluate_split(exp, state, "test", tuned)
     exp.checkpoints.save(step, exp.steps.unplace_state(state),
                          _meta(exp, epoch, val, test, tuned), {"val_OF1": val["OF1"]})
-    report.append_jsonl(log_path, {"epoch": epoch, "step": step, "train": train_m,
-                                   "validation": val, "test": test})
+    record = {"epoch": epoch, "step": step, "train": train_m, "validation": val, "test": test}
+    report.append_jsonl(log_path, record)
+    if config.tensorboard and report.is_chief():
+      from jaxposter import tensorboard
+      tensorboard.write_epoch(os.path.join(workdir, "tensorboard"), record)
     if report.is_chief():
       print(report.epoch_line(epoch, config.num_epochs, train_m, val, test), flush=True)
   exp.checkpoints.wait()
@@ -222,20 +226,29 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdirs: list
   else:
     source, where = first.exp.source("test"), "the test split"
   if len(members) == 1:
-    result = evaluate.evaluate_source(first.exp, first.state, source, first.meta.get("thresholds"))
+    out = evaluate.predict_source(first.exp, first.state, source)
+    tuned = first.meta.get("thresholds")
     title = f"checkpoint at step {first.step} (epoch {first.meta['epoch']})"
   else:
-    result = _evaluate_ensemble(members, source, tune_on_validation=not csv)
+    out, tuned = _ensemble_outputs(members, source, tune_on_validation=not csv)
     title = f"ensemble of {len(members)}: " + ", ".join(m.workdir for m in members)
+  result = evaluate.score(*out, first.exp.genres, tuned)
   if report.is_chief():
     print(report.table(result, f"Metrics on {where}, {title}"), flush=True)
     name = (f"eval_step{first.step}" if len(members) == 1 else "eval_ensemble") + \
         (f"_{_slug(csv)}" if csv else "") + ".json"
     report.write_json(os.path.join(first.workdir, name), result)
+    if len(members) == 1 and not csv:
+      images = np.stack([pipeline.decode(source[i]["image"], first.exp.geom, None)
+                         for i in range(min(16, len(source)))])
+      threshold = thresholds.select(tuned, first.exp.config.threshold) if tuned else 0.5
+      written = report.write_eval_reports(first.workdir, result, out[0], out[1], images,
+                                          first.exp.genres, f"jaxposter: {title}", threshold)
+      print(f"wrote {', '.join(written)} in {first.workdir}", flush=True)
   return result
 
 
-def _evaluate_ensemble(members: list[Member], source, tune_on_validation: bool) -> dict:
+def _ensemble_outputs(members: list[Member], source, tune_on_validation: bool):
   """Mean probabilities; thresholds tuned on the ensemble's own validation probabilities."""
   outs = [evaluate.predict_source(m.exp, m.state, source) for m in members]
   for m, out in zip(members[1:], outs[1:]):
@@ -247,12 +260,11 @@ def _evaluate_ensemble(members: list[Member], source, tune_on_validation: bool) 
   if tune_on_validation:
     val = [evaluate.predict_source(m.exp, m.state, m.exp.source("validation")) for m in members]
     tuned = thresholds.tune(np.mean([v[0] for v in val], axis=0), val[0][1])
-  return evaluate.score(probs, outs[0][1], np.mean([o[2] for o in outs], axis=0),
-                        members[0].exp.genres, tuned)
+  return (probs, outs[0][1], np.mean([o[2] for o in outs], axis=0)), tuned
 
 
 def predict_posters(config, workdirs: list[str], step, inputs: list[str], threshold: str,
-                    output: str) -> list[dict]:
+                    output: str, saliency: str = "") -> list[dict]:
   from jaxposter import predict
   if not inputs:
     raise UserError("predict needs --inputs: poster files and/or folders")
@@ -263,7 +275,11 @@ def predict_posters(config, workdirs: list[str], step, inputs: list[str], thresh
   except ValueError:
     pass
   try:
-    return predict.run(members, inputs, kind, output)
+    rows = predict.run(members, inputs, kind, output)
+    if saliency:
+      predict.saliency_maps(members[0], rows, saliency, os.path.dirname(output) if output
+                            else os.path.join(members[0].workdir, "saliency"))
+    return rows
   except (ValueError, FileNotFoundError) as e:
     raise UserError(str(e)) from e
 

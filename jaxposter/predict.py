@@ -105,3 +105,27 @@ def write(rows: list[dict], genres: list[str], path: str) -> None:
   else:
     with open(path, "w") as f:
       json.dump(rows, f, indent=2)
+
+
+def saliency_maps(member, rows: list[dict], genre: str, out_dir: str) -> None:
+  """Grad-CAM overlays of `genre` over each poster: <out_dir>/<name>.<genre>.png."""
+  from jaxposter import saliency, train
+  from jaxposter.data import pipeline
+  exp = member.exp
+  if genre not in exp.genres:
+    raise ValueError(f"unknown genre {genre!r} for --saliency; this model knows: "
+                     f"{', '.join(exp.genres)}")
+  state = exp.steps.unplace_state(member.state)
+  variables = {"params": state.params}
+  if state.batch_stats is not None:
+    variables["batch_stats"] = state.batch_stats
+  os.makedirs(out_dir, exist_ok=True)
+  for r in rows:
+    image = pipeline.decode(images.poster_jpeg(r["file"]), exp.geom, None)
+    x = train.normalize(image[None], exp.config.data.normalization)
+    heat = saliency.grad_cam(exp.model, variables, x, exp.genres.index(genre))[0]
+    name = os.path.splitext(os.path.basename(r["file"]))[0]
+    path = os.path.join(out_dir, f"{name}.{genre}.png")
+    saliency.save_png(path, saliency.overlay(image, heat))
+    if report.is_chief():
+      print(f"wrote {path}", flush=True)

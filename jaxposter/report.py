@@ -61,3 +61,34 @@ def write_json(path: str, obj) -> None:
     with open(tmp, "w") as f:
       json.dump(obj, f, indent=2)
     os.replace(tmp, path)
+
+
+def write_eval_reports(workdir: str, result: dict, probs, labels, images, genres: list[str],
+                       title: str, threshold) -> list[str]:
+  """metrics.json, report.md, and (with the `plots` extra) training curves, per-genre
+  precision-recall curves and a grid of test posters with true and predicted genres."""
+  from jaxposter import markdown
+  write_json(os.path.join(workdir, "metrics.json"), result)
+  extra = {}
+  for kind, values in result.get("tuned", {}).items():
+    t = values["threshold"]
+    name = f"threshold {t:.2f} (tuned on validation)" if kind == "global" else \
+        "per-genre thresholds (tuned on validation)"
+    extra[name] = values
+  markdown.write(os.path.join(workdir, "report.md"), markdown.report(result, title, extra))
+  written = ["metrics.json", "report.md"]
+  try:
+    from jaxposter import plots
+    log = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(log):
+      with open(log) as f:
+        plots.training_curves([json.loads(line) for line in f if line.strip()],
+                              os.path.join(workdir, "training_curves.png"))
+      written.append("training_curves.png")
+    plots.pr_curves(probs, labels, genres, os.path.join(workdir, "pr_curves.png"))
+    plots.poster_grid(images, labels[:len(images)], probs[:len(images)], genres,
+                      os.path.join(workdir, "posters.png"), threshold=threshold)
+    written += ["pr_curves.png", "posters.png"]
+  except ImportError as e:
+    print(f"(no PNG plots: {e})", flush=True)
+  return written
