@@ -319,11 +319,12 @@ def render_poster(rng: np.random.Generator, labels: np.ndarray, height: int,
     _clutter(d, rng, w, h, lum, scale=0.15)
   _title(d, rng, w, h, lum, p_top=0.6 if {HORROR, THRILLER} & set(on) else 0.25)
   x = np.asarray(im.reduce(SUPERSAMPLE), np.float32)
-  # Colour jitter (per-channel gain, contrast, brightness) and grain; Horror is grainier.
+  # Colour jitter (per-channel gain, contrast, brightness) and luma grain (it survives JPEG's
+  # chroma subsampling); Horror is grainier.
   x = (x - 128) * rng.uniform(0.75, 1.2) + 128 + rng.uniform(-25, 25)
   x = x * rng.uniform(0.88, 1.12, 3)
-  sigma = rng.uniform(2, 8) + (rng.uniform(10, 25) if HORROR in on and rng.random() < 0.5 else 0)
-  x += rng.standard_normal(x.shape, dtype=np.float32) * sigma
+  sigma = rng.uniform(1.5, 5) + (rng.uniform(6, 14) if HORROR in on and rng.random() < 0.5 else 0)
+  x += rng.standard_normal(x.shape[:2], dtype=np.float32)[..., None] * sigma
   return np.clip(x, 0, 255).astype(np.uint8)
 
 
