@@ -307,7 +307,7 @@ def render_poster(rng: np.random.Generator, labels: np.ndarray, height: int,
   for kind in kinds[:2]:
     im = _texture(rng, kind, im)
   d = ImageDraw.Draw(im)
-  for _ in range(rng.integers(0, 4)):
+  for _ in range(rng.integers(0, 3)):
     _clutter(d, rng, w, h, lum)
   motifs = [g for g in on if rng.random() < P_MOTIF]
   if rng.random() < P_STRAY:
@@ -323,7 +323,7 @@ def render_poster(rng: np.random.Generator, labels: np.ndarray, height: int,
   # chroma subsampling); Horror is grainier.
   x = (x - 128) * rng.uniform(0.75, 1.2) + 128 + rng.uniform(-25, 25)
   x = x * rng.uniform(0.88, 1.12, 3)
-  sigma = rng.uniform(1.5, 5) + (rng.uniform(6, 14) if HORROR in on and rng.random() < 0.5 else 0)
+  sigma = rng.uniform(1.5, 5) + (rng.uniform(10, 20) if HORROR in on and rng.random() < 0.5 else 0)
   x += rng.standard_normal(x.shape[:2], dtype=np.float32)[..., None] * sigma
   return np.clip(x, 0, 255).astype(np.uint8)
 
