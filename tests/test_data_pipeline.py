@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from jaxposter.data import builder as builder_lib
-from jaxposter.data import pipeline, synthetic
+from jaxposter.data import images, pipeline, synthetic
 from tests.conftest import tiny_config
 
 GEOM = pipeline.Geometry(32, 24, crop_fraction=0.9)
@@ -98,7 +99,7 @@ def test_eval_reads_every_example_exactly_once(data, global_batch, processes):
 def test_decode_crops_and_flips_only_in_training():
   image = np.zeros((40, 30, 3), np.uint8)
   image[:, :15] = 255
-  jpeg = builder_lib.encode_jpeg(image, quality=100)
+  jpeg = images.to_jpeg_bytes(Image.fromarray(image), quality=100)
   geom = pipeline.Geometry(20, 14, crop_fraction=0.8)
   centre = pipeline.decode(jpeg, geom, None)
   assert centre.shape == (20, 14, 3) and centre[:, 0].mean() > 200 and centre[:, -1].mean() < 50

@@ -7,13 +7,14 @@ so that decoding happens in the grain pipeline and TensorFlow is never needed.
 
 import dataclasses
 import hashlib
-import io
 import json
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
+
+from jaxposter.data import images
 
 SPLITS = ("train", "validation", "test")
 
@@ -37,12 +38,6 @@ def poster_features(genres: Sequence[str]) -> tfds.features.FeaturesDict:
   })
 
 
-def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
-  buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format="JPEG", quality=quality)
-  return buf.getvalue()
-
-
 def config_name(prefix: str, fields: dict[str, Any]) -> str:
   """A builder-config name that changes whenever any field that shapes the data changes."""
   digest = hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
@@ -53,7 +48,7 @@ def example(image: np.ndarray | bytes, label: np.ndarray, ident: str, title: str
   """One record in the `poster_features` layout."""
   label = np.asarray(label, np.uint8)
   return {
-      "image": image if isinstance(image, bytes) else encode_jpeg(image),
+      "image": image if isinstance(image, bytes) else images.to_jpeg_bytes(Image.fromarray(image)),
       "label": label,
       "genres": np.flatnonzero(label).tolist(),
       "id": ident,

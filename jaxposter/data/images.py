@@ -108,7 +108,7 @@ def to_jpeg_bytes(img: Image.Image, size: tuple[int, int] | None = None,
     height, width = size
     img = img.resize((width, height), Image.Resampling.BICUBIC)
   buf = io.BytesIO()
-  img.save(buf, format="JPEG", quality=quality)
+  img.save(buf, format="JPEG", quality=quality, subsampling=0)  # 4:4:4 keeps colour edges
   return buf.getvalue()
 
 
