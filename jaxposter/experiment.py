@@ -101,8 +101,11 @@ class Experiment:
     """A freshly initialised state: the template every restore fills in."""
     tx = train.make_optimizer(self.config, steps_per_epoch)
     shape = (self.geom.height, self.geom.width, 3)
-    return train.create_state(self.model, tx, shape, self.config.seed,
-                              parallel.replicated(self.mesh))
+    try:
+      return train.create_state(self.model, tx, shape, self.config.seed,
+                                parallel.replicated(self.mesh))
+    except ValueError as e:  # a model that cannot take this input, found while tracing
+      raise UserError(f"model {self.config.model.name!r} on {shape[0]}x{shape[1]} inputs: {e}")
 
   def with_pretrained(self, state: train.TrainState) -> train.TrainState:
     """A fresh state whose backbone holds the configured torchvision weights."""

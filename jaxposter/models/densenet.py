@@ -156,6 +156,10 @@ class DenseNet(nn.Module):
       if i != len(self.block_config) - 1:
         features //= 2
         x = Transition(features=features, name=f"transition{i + 1}", **kw)(x, train)
+    if 0 in x.shape[1:3]:
+      raise ValueError(f"a {self.__class__.__name__} with {len(self.block_config)} blocks pools "
+                       "a small input down to nothing: raise data.image_height/image_width "
+                       "(at least 32 * 2**(blocks - 1) pixels)")
     x = nn.relu(norm(name="norm5")(x))
     x = x if self.is_initializing() else self.perturb("features", x)  # saliency.grad_cam
     x = jnp.mean(x, axis=(1, 2))

@@ -1,0 +1,141 @@
+"""Every model config takes real training steps (on tiny variants of its model), fine-tuning
+options do what they say, and torchvision weights land in the backbone."""
+
+import importlib.util
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxposter import experiment
+from tests.conftest import ROOT, TINY
+
+# Narrow copies of each family: the same code paths, compiled in seconds.
+SHRINK = {
+    "custom_cnn": {"features": (4, 8, 8), "hidden": 16},
+    "resnet": {"num_filters": 4, "stage_sizes": (1, 1, 1, 1)},
+    "densenet": {"growth_rate": 4, "num_init_features": 8, "block_config": (1, 1, 1, 1)},
+}
+
+
+def tiny(config_file: str, data_dir: str, **model_kwargs):
+  spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs", config_file))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config()
+  c.data.name = "synthetic_posters"
+  c.data.data_dir = data_dir
+  for key, value in TINY.items():
+    if not key.startswith("model."):
+      *path, leaf = key.split(".")
+      node = c
+      for p in path:
+        node = node[p]
+      node[leaf] = value
+  c.model.pretrained = ""
+  c.data.normalization = "unit"
+  family = next(f for f in SHRINK if c.model.name.startswith(f))
+  c.model.kwargs = {**SHRINK[family], **model_kwargs}
+  if family == "densenet":  # four blocks halve the input 5 times: 32x24 would vanish
+    c.data.image_height, c.data.image_width = 64, 48
+  return c
+
+
+def _steps(exp, state, n=2):
+  from jaxposter.data import pipeline
+  batches = pipeline.train_batches(exp.source("train"), geom=exp.geom,
+                                   global_batch=exp.config.batch_size, seed=0, epoch=1,
+                                   num_threads=0)
+  key = jax.random.key(0)
+  losses = []
+  for _, batch in zip(range(n), batches):
+    state, m = exp.steps.train(state, batch, key)
+    losses.append(float(m["loss_sum"] / m["count"]))
+  return state, losses
+
+
+@pytest.mark.parametrize("config_file", ["demo.py", "custom_cnn.py", "resnet18.py",
+                                         "resnet50.py", "densenet201.py"])
+def test_config_trains(config_file, tiny_data_dir, tmp_path):
+  config = tiny(config_file, tiny_data_dir)
+  exp = experiment.setup(config, str(tmp_path))
+  state = exp.new_state(exp.steps_per_epoch())
+  before = jax.device_get(state.params)
+  state, losses = _steps(exp, state)
+  assert all(np.isfinite(losses))
+  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), before,
+                         jax.device_get(state.params))
+  assert all(jax.tree.leaves(changed))
+
+
+def test_frozen_backbone_changes_only_the_head(tiny_data_dir, tmp_path):
+  config = tiny("resnet18.py", tiny_data_dir)
+  config.model.freeze_backbone = True
+  config.optimizer.learning_rate = 1e-2
+  exp = experiment.setup(config, str(tmp_path))
+  state = exp.new_state(exp.steps_per_epoch())
+  params0, stats0 = jax.device_get((state.params, state.batch_stats))
+  state, _ = _steps(exp, state, n=3)
+  params1, stats1 = jax.device_get((state.params, state.batch_stats))
+  for name in params0:
+    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params0[name]),
+                                                    jax.tree.leaves(params1[name])))
+    assert same == (name != "head"), name
+  for a, b in zip(jax.tree.leaves(stats0), jax.tree.leaves(stats1)):
+    np.testing.assert_array_equal(a, b)  # BatchNorm statistics frozen too
+
+
+def test_separate_head_learning_rate(tiny_data_dir, tmp_path):
+  config = tiny("resnet18.py", tiny_data_dir)
+  config.optimizer.learning_rate = 1e-6
+  config.optimizer.head_learning_rate = 1e-1
+  exp = experiment.setup(config, str(tmp_path))
+  state = exp.new_state(exp.steps_per_epoch())
+  p0 = jax.device_get(state.params)
+  state, _ = _steps(exp, state, n=1)
+  p1 = jax.device_get(state.params)
+  head = np.abs(p1["head"]["kernel"] - p0["head"]["kernel"]).max()
+  stem = np.abs(p1["conv1"]["kernel"] - p0["conv1"]["kernel"]).max()
+  assert head > 1e3 * stem > 0
+
+
+def test_pretrained_weights_land_in_the_backbone(tiny_data_dir, tmp_path):
+  """A torchvision state dict (the parity fixture's narrow ResNet) loads through the config."""
+  with np.load(os.path.join(ROOT, "tests", "fixtures", "torchvision_parity.npz")) as f:
+    state_dict = {k[len("basic/sd/"):]: f[k] for k in f.files if k.startswith("basic/sd/")}
+  path = str(tmp_path / "narrow_resnet.npz")
+  np.savez(path, **state_dict)
+  config = tiny("resnet18.py", tiny_data_dir)
+  config.model.pretrained = path
+  config.data.normalization = "imagenet"
+  exp = experiment.setup(config, str(tmp_path))
+  state = exp.with_pretrained(exp.new_state(exp.steps_per_epoch()))
+  np.testing.assert_allclose(np.asarray(state.params["conv1"]["kernel"]),
+                             state_dict["conv1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_allclose(np.asarray(state.batch_stats["bn1"]["var"]),
+                             state_dict["bn1.running_var"])
+  assert state.params["head"]["kernel"].shape[-1] == len(exp.genres)  # a fresh genre head
+  _, losses = _steps(exp, state, n=1)
+  assert np.isfinite(losses[0])
+
+
+def test_pretrained_for_another_architecture_is_a_clear_error(tiny_data_dir, tmp_path):
+  with np.load(os.path.join(ROOT, "tests", "fixtures", "torchvision_parity.npz")) as f:
+    state_dict = {k[len("basic/sd/"):]: f[k] for k in f.files if k.startswith("basic/sd/")}
+  path = str(tmp_path / "resnet.npz")
+  np.savez(path, **state_dict)
+  config = tiny("densenet201.py", tiny_data_dir)
+  config.model.pretrained = path
+  config.data.normalization = "imagenet"
+  exp = experiment.setup(config, str(tmp_path))
+  with pytest.raises(experiment.UserError, match="cannot initialise model 'densenet201'"):
+    exp.with_pretrained(exp.new_state(exp.steps_per_epoch()))
+
+
+def test_an_input_too_small_for_the_model_is_a_clear_error(tiny_data_dir, tmp_path):
+  config = tiny("densenet201.py", tiny_data_dir)
+  config.data.image_height, config.data.image_width = 32, 24
+  exp = experiment.setup(config, str(tmp_path))
+  with pytest.raises(experiment.UserError, match="raise data.image_height"):
+    exp.new_state(exp.steps_per_epoch())
