@@ -142,13 +142,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         os.kill(os.getpid(), signal.SIGKILL)
       if step % config.log_every_steps == 0:
         loss = float(m["loss_sum"] / m["count"])
-        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+        rate = seen / (time.perf_counter() - start)
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
+        if bar.disable and report.is_chief():  # no bar (a log file): a line instead
+          print(f"  step {step} (epoch {epoch}, {step - (epoch - 1) * steps_per_epoch}/"
+                f"{steps_per_epoch}): loss {loss:.4f}, {rate:.1f} images/s", flush=True)
     bar.close()
     train_m = train.summarize_train(total)
     if int(total["nonfinite"]):
       raise UserError(f"the loss became NaN/inf during epoch {epoch}; lower "
                       f"--config.optimizer.learning_rate (now {config.optimizer.learning_rate})")
-    train_m["images_per_s"] = seen / (time.perf_counter() - start)
+    train_m["seconds"] = time.perf_counter() - start
+    train_m["images_per_s"] = seen / train_m["seconds"]
     val_out = evaluate.predict_source(exp, state, exp.source("validation"))
     tuned = thresholds.tune(*val_out[:2])  # on validation only; the test split never tunes
     val = evaluate.score(*val_out, exp.genres, tuned)
