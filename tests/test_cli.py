@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -15,8 +16,8 @@ def _log(workdir):
 
 
 def _eval(workdir, *extra):
-  run_cli(["--workdir", workdir, "--mode", "eval", *extra])
-  step = max(int(f[len("eval_step"):-5]) for f in os.listdir(workdir) if f.startswith("eval_step"))
+  proc = run_cli(["--workdir", workdir, "--mode", "eval", *extra])
+  step = int(re.search(r"checkpoint at step (\d+)", proc.stdout).group(1))
   with open(os.path.join(workdir, f"eval_step{step}.json")) as f:
     return step, json.load(f)
 
