@@ -9,6 +9,7 @@ import json
 import os
 
 import numpy as np
+from PIL import Image
 
 from jaxposter import evaluate, report, thresholds
 from jaxposter.data import images
@@ -126,6 +127,9 @@ def saliency_maps(member, rows: list[dict], genre: str, out_dir: str) -> None:
     heat = saliency.grad_cam(exp.model, variables, x, exp.genres.index(genre))[0]
     name = os.path.splitext(os.path.basename(r["file"]))[0]
     path = os.path.join(out_dir, f"{name}.{genre}.png")
-    saliency.save_png(path, saliency.overlay(image, heat))
+    shown = saliency.overlay(image, heat)
+    scale = max(1, round(268 / shown.shape[0]))  # small model inputs: enlarge to be seen
+    saliency.save_png(path, np.asarray(Image.fromarray(shown).resize(
+        (shown.shape[1] * scale, shown.shape[0] * scale), Image.BILINEAR)))
     if report.is_chief():
       print(f"wrote {path}", flush=True)
