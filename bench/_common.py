@@ -1,0 +1,69 @@
+"""What the benchmarks share: configs with overrides, a train step on a fixed batch, timing,
+Markdown tables. Importing it imports jax: set XLA_FLAGS before."""
+
+import importlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from jaxposter import experiment  # pylint: disable=wrong-import-position
+
+
+def load_config(name: str, overrides: dict | None = None):
+  """configs/<name>.py's config with dotted fields set, e.g. {"model.kwargs.hidden": 256}."""
+  config = importlib.import_module(f"configs.{name}").get_config()
+  with config.unlocked():  # model.kwargs starts empty: its fields are new
+    for dotted, value in (overrides or {}).items():
+      *parents, field = dotted.split(".")
+      node = config
+      for parent in parents:
+        node = node[parent]
+      node[field] = value
+  return config
+
+
+def medians(fns: Sequence[Callable[[], None]], steps: int, warmup: int = 1) -> list[float]:
+  """Median seconds per call of each fn, calls interleaved so drifting load hits all alike."""
+  times = [[] for _ in fns]
+  for i in range(warmup + steps):
+    for fn, ts in zip(fns, times):
+      start = time.perf_counter()
+      fn()
+      if i >= warmup:
+        ts.append(time.perf_counter() - start)
+  return [statistics.median(ts) for ts in times]
+
+
+class TrainLoop:
+  """The project's own train step (`experiment.setup`, `exp.steps.train`) on one fixed
+  random uint8 batch; the state is carried from call to call, as in training."""
+
+  def __init__(self, config, batch_size: int):
+    config.batch_size = batch_size
+    self._workdir = tempfile.TemporaryDirectory(prefix="jaxposter_bench_")  # removed with self
+    self.exp = experiment.setup(config, self._workdir.name)
+    self.state = self.exp.steps.place_state(self.exp.new_state(steps_per_epoch=1))
+    rng = np.random.default_rng(0)
+    g = self.exp.geom
+    self.batch = {
+        "image": rng.integers(0, 256, (batch_size, g.height, g.width, 3), np.uint8),
+        "label": (rng.random((batch_size, len(self.exp.genres))) < 0.3).astype(np.uint8)}
+    self.key = jax.random.key(0)
+
+  def step(self) -> None:
+    """numpy batch in, state out: placement, dispatch and the compiled step."""
+    self.state, metrics = self.exp.steps.train(self.state, self.batch, self.key)
+    jax.block_until_ready((self.state, metrics))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+  def line(cells):
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+  return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])

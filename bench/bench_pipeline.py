@@ -1,0 +1,109 @@
+"""Input pipeline vs train step on the real posters: can the pipeline ever starve training?
+
+  cd /work/main && nice -n 10 /work/venv/bin/python bench/bench_pipeline.py   # ~4 min
+
+Builds `movie_posters` through the project's own code (configs/custom_cnn.py with
+`data.manual_dir` / `data.data_dir`; cached after the first ~5 s build) and prints images/s,
+per input size (HxW), of:
+  - pipeline, num_threads=N: `pipeline.train_batches` on the train split (read, JPEG decode,
+    resize to size / crop_fraction, random crop and flip, batch; uint8 out): `--batches`
+    batches of `--batch` from a fresh iterator (empty prefetch buffer), median of `--repeats`.
+    num_threads=0 is not "no threads": grain's defaults then apply (16 threads).
+  - decode + augment alone: the same per-image work in a plain loop on one thread.
+  - train step, MODEL: `exp.steps.train` (from `experiment.setup`) on one fixed random uint8
+    batch of `--train_batch`: placement, forward, BCE, backward, Adam; median of `--steps`
+    steps after a warm-up (compile) step.
+Variants of one size are timed interleaved, so their ratios share the load. At the native
+268x182 with the config's crop_fraction 1 nothing is resized or cropped. The last line divides
+the 2-thread pipeline rate by each train-step rate: below 1 the pipeline is the bottleneck.
+Each is measured alone; in training they share the cores.
+
+Recorded 2026-11-24 (2 cores, load average ~10, so expect +-30%), images/s at 268x182 /
+224x224: pipeline num_threads=2 1164 / 728 (0: 833 / 547, 1: 915 / 555, 4: 1068 / 711);
+decode alone 1588 / 669; train step custom_cnn 2.8 / 2.9, narrow 11.8 / 12.5, resnet18 5.8 /
+5.8. The pipeline is never the bottleneck (least margin 58x, narrow CNN at 224x224).
+"""
+
+import argparse
+import functools
+
+import numpy as np
+
+import _common
+from jaxposter.data import builder, pipeline  # pylint: disable=wrong-import-order
+
+MODELS = {  # name in the table -> (config file, overrides)
+    "custom_cnn": ("custom_cnn", {}),
+    "custom_cnn narrow": ("custom_cnn", {"model.kwargs.features": (32, 64, 128),
+                                         "model.kwargs.hidden": 256}),
+    "resnet18 (scratch)": ("resnet18", {"model.pretrained": "", "data.normalization": "unit"}),
+}
+
+
+def consume(source, geom, args, num_threads: int) -> None:
+  batches = pipeline.train_batches(source, geom=geom, global_batch=args.batch, seed=0,
+                                   epoch=0, num_threads=num_threads)
+  for _ in range(args.batches):
+    next(batches)
+  batches.close()  # stops its threads before the next variant runs
+
+
+def decode_only(source, geom, args) -> None:
+  rng = np.random.default_rng(0)
+  for i in range(args.batches * args.batch):
+    pipeline.decode(source[i]["image"], geom, rng, random_flip=True)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--manual_dir", default="/work/shared/data/moviegenre-dev")
+  parser.add_argument("--data_dir", default="/tmp/tfds_bench")
+  parser.add_argument("--sizes", nargs="+", default=["268x182", "224x224"], help="HxW")
+  parser.add_argument("--batch", type=int, default=64, help="pipeline batch")
+  parser.add_argument("--threads", type=int, nargs="+", default=[0, 1, 2, 4])
+  parser.add_argument("--batches", type=int, default=30, help="pipeline batches per run")
+  parser.add_argument("--repeats", type=int, default=5, help="pipeline runs (median)")
+  parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+  parser.add_argument("--train_batch", type=int, default=16)
+  parser.add_argument("--steps", type=int, default=3, help="timed train steps (median)")
+  args = parser.parse_args()
+
+  data_fields = {"data.manual_dir": args.manual_dir, "data.data_dir": args.data_dir}
+  config = _common.load_config("custom_cnn", data_fields)
+  source = pipeline.open_split(builder.prepare(config.data), "train")
+
+  rows, margins = [], []
+  for size in args.sizes:
+    h, w = map(int, size.split("x"))
+    geom = pipeline.Geometry(h, w, config.data.crop_fraction)
+    runs = {f"pipeline, num_threads={t}": functools.partial(consume, source, geom, args, t)
+            for t in args.threads}
+    runs["decode + augment alone, 1 thread"] = functools.partial(decode_only, source, geom, args)
+    seconds = _common.medians(list(runs.values()), args.repeats, warmup=0)
+    rates = {name: args.batches * args.batch / s for name, s in zip(runs, seconds)}
+    rows += [(name, size, f"{rate:.0f}") for name, rate in rates.items()]
+
+    sized = {**data_fields, "data.image_height": h, "data.image_width": w}
+    loops = [_common.TrainLoop(_common.load_config(MODELS[name][0], {**sized, **MODELS[name][1]}),
+                               args.train_batch) for name in args.models]
+    seconds = _common.medians([loop.step for loop in loops], args.steps)
+    del loops
+    for name, s in zip(args.models, seconds):
+      rows.append((f"train step, {name}", size, f"{args.train_batch / s:.1f}"))
+      if "pipeline, num_threads=2" in rates:
+        margins.append((rates["pipeline, num_threads=2"] * s / args.train_batch, f"{name} {size}"))
+
+  print(f"pipeline: batch {args.batch}, {args.batches} batches per run, median of "
+        f"{args.repeats} runs; train step: batch {args.train_batch}, median of {args.steps} "
+        f"steps after a warm-up; train split of {len(source)} posters\n")
+  print(_common.markdown_table(["what", "size (HxW)", "images/s"], rows))
+  if margins:
+    slow = [where for ratio, where in margins if ratio < 1]
+    print("\nPipeline (num_threads=2) / train step, images/s: "
+          + ", ".join(f"{where} {ratio:.1f}x" for ratio, where in margins) + ". "
+          + (f"The pipeline is the bottleneck for {', '.join(slow)}." if slow else
+             f"The pipeline is never the bottleneck (least margin {min(margins)[0]:.1f}x)."))
+
+
+if __name__ == "__main__":
+  main()
