@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxposter import losses, parallel
 
@@ -175,8 +176,10 @@ class Steps:
       self._eval = jax.jit(functools.partial(eval_step, normalization=normalization),
                            in_shardings=(repl, data), out_shardings=data)
     elif parallelism == "pmap":
+      # Metrics are psum-ed, the same on every device: out_axes None returns one copy.
       self._train = jax.pmap(functools.partial(step, axis_name=PMAP_AXIS),
-                             axis_name=PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=(0,))
+                             axis_name=PMAP_AXIS, in_axes=(0, 0, None), out_axes=(0, None),
+                             donate_argnums=(0,))
       self._eval = jax.pmap(functools.partial(eval_step, normalization=normalization),
                             axis_name=PMAP_AXIS)
     else:
@@ -184,9 +187,12 @@ class Steps:
 
   def place_state(self, state: TrainState) -> TrainState:
     """A single replicated copy (as created or restored) -> this mode's device layout."""
-    if self.parallelism == "pmap":
-      from flax import jax_utils
-      return jax_utils.replicate(jax.device_get(state))  # onto this process's devices
+    if self.parallelism == "pmap":  # one copy per local device, laid out as pmap returns it
+      devices = jax.local_devices()
+      sharding = NamedSharding(Mesh(np.asarray(devices), (PMAP_AXIS,)), P(PMAP_AXIS))
+      return jax.device_put(
+          jax.tree.map(lambda x: np.broadcast_to(x, (len(devices), *x.shape)),
+                       jax.device_get(state)), sharding)
     return state
 
   def unplace_state(self, state: TrainState) -> TrainState:
@@ -205,10 +211,7 @@ class Steps:
     return parallel.to_global(batch, parallel.batch_sharded(self.mesh))
 
   def train(self, state: TrainState, batch: dict[str, np.ndarray], key: jax.Array):
-    state, metrics = self._train(state, self._place_batch(batch), key)
-    if self.parallelism == "pmap":
-      metrics = jax.tree.map(lambda x: x[0], metrics)  # psum-ed: every device holds the total
-    return state, metrics
+    return self._train(state, self._place_batch(batch), key)
 
   def eval(self, state: TrainState, batch: dict[str, np.ndarray]) -> dict:
     """Outputs of a batch; fetch with `outputs_to_host`, in global batch order."""

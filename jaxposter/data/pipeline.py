@@ -67,10 +67,10 @@ def _owned_positions(num_batches: int, global_batch: int, process_index: int,
 
 
 def _iterate(ds: grain.MapDataset, num_threads: int, prefetch: int) -> Iterator[Any]:
-  if num_threads <= 0:
-    return iter(ds)
-  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                                   prefetch_buffer_size=prefetch)))
+  """Batches read ahead by `num_threads` threads; 0: in the caller's thread, no read-ahead."""
+  threads = max(0, num_threads)
+  return iter(ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=threads, prefetch_buffer_size=prefetch if threads else 0)))
 
 
 def train_batches(source, *, geom: Geometry, global_batch: int, seed: int, epoch: int,
