@@ -101,7 +101,6 @@ def _truncate_log(path: str, last_epoch: int) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   exp = setup(config, workdir)
   os.makedirs(workdir, exist_ok=True)
-  report.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
   log_path = os.path.join(workdir, LOG_FILE)
   steps_per_epoch = exp.steps_per_epoch()
   latest = exp.checkpoints.latest_step()
@@ -113,6 +112,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _truncate_log(log_path, meta["epoch"])
     print(f"Resumed from the checkpoint of epoch {meta['epoch']} (step {latest}) in {workdir}",
           flush=True)
+  # Only now: a config the checkpoint refused must not replace the one it was trained with.
+  report.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
   params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f"{config.model.name}: {params:,} parameters; {len(jax.devices())} device(s); "
         f"{exp.num_examples('train')} training posters, {steps_per_epoch} steps per epoch; "

@@ -132,3 +132,5 @@ def test_checkpoint_from_another_config_is_refused(trained, tiny_data_dir):
                  check=False)
   assert proc.returncode == 2 and "another configuration" in proc.stderr
   assert "model.kwargs" in proc.stderr
+  with open(os.path.join(workdir, "config.json")) as f:  # left as it was
+    assert json.load(f)["model"]["kwargs"]["hidden"] == 16
