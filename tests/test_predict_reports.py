@@ -20,7 +20,7 @@ def two_runs(tiny_data_dir, tmp_path_factory):
     w = str(root / f"seed{seed}")
     run_cli(["--config", "configs/demo.py", "--workdir", w,
              *tiny_overrides(tiny_data_dir, seed=seed, num_epochs=3,
-                             optimizer__learning_rate=3e-3)])
+                             optimizer__learning_rate=3e-3, tensorboard=True)])
     workdirs.append(w)
   return workdirs
 
@@ -41,6 +41,8 @@ def test_eval_writes_reports_that_agree_with_metrics_json(two_runs):
   for genre, values in metrics["per_genre"].items():
     assert re.search(rf"\| {genre} \|.*{values['F1']:.4f}", md), genre
   assert f"{metrics['tuned']['global']['OF1']:.4f}" in md
+  events = os.listdir(os.path.join(workdir, "tensorboard"))
+  assert len([e for e in events if e.startswith("events.out.tfevents")]) == 3  # one per epoch
 
 
 def _messy_folder(directory) -> dict[str, bool]:
