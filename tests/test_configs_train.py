@@ -100,12 +100,18 @@ def test_separate_head_learning_rate(tiny_data_dir, tmp_path):
   assert head > 1e3 * stem > 0
 
 
-def test_pretrained_weights_land_in_the_backbone(tiny_data_dir, tmp_path):
-  """A torchvision state dict (the parity fixture's narrow ResNet) loads through the config."""
+def _narrow_resnet_weights(directory):
+  """The parity fixture's torchvision state dict of a narrow ResNet, saved as an .npz."""
   with np.load(os.path.join(ROOT, "tests", "fixtures", "torchvision_parity.npz")) as f:
     state_dict = {k[len("basic/sd/"):]: f[k] for k in f.files if k.startswith("basic/sd/")}
-  path = str(tmp_path / "narrow_resnet.npz")
+  path = str(directory / "narrow_resnet.npz")
   np.savez(path, **state_dict)
+  return state_dict, path
+
+
+def test_pretrained_weights_land_in_the_backbone(tiny_data_dir, tmp_path):
+  """A torchvision state dict (the parity fixture's narrow ResNet) loads through the config."""
+  state_dict, path = _narrow_resnet_weights(tmp_path)
   config = tiny("resnet18.py", tiny_data_dir)
   config.model.pretrained = path
   config.data.normalization = "imagenet"
@@ -121,10 +127,7 @@ def test_pretrained_weights_land_in_the_backbone(tiny_data_dir, tmp_path):
 
 
 def test_pretrained_for_another_architecture_is_a_clear_error(tiny_data_dir, tmp_path):
-  with np.load(os.path.join(ROOT, "tests", "fixtures", "torchvision_parity.npz")) as f:
-    state_dict = {k[len("basic/sd/"):]: f[k] for k in f.files if k.startswith("basic/sd/")}
-  path = str(tmp_path / "resnet.npz")
-  np.savez(path, **state_dict)
+  _, path = _narrow_resnet_weights(tmp_path)
   config = tiny("densenet201.py", tiny_data_dir)
   config.model.pretrained = path
   config.data.normalization = "imagenet"
