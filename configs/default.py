@@ -96,6 +96,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint = ck = ml_collections.ConfigDict()
   ck.keep = 2  # the last N epoch checkpoints are kept ...
   ck.keep_best = True  # ... and the best by validation OF1
+  ck.every_steps = 0  # > 0: also save every N steps mid-epoch (a killed run loses < N steps)
   c.tensorboard = False  # also write TensorBoard event files (needs the `plots` extra)
   c.log_every_steps = 10
   c.progress_bar = True

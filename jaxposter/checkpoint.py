@@ -40,7 +40,8 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self._manager.best_step()
 
-  def save(self, step: int, state: Any, meta: dict, metrics: dict[str, float]) -> None:
+  def save(self, step: int, state: Any, meta: dict, metrics: dict[str, float] | None) -> None:
+    """Saves asynchronously; `metrics` None (a mid-epoch save) never counts as the best."""
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), metrics=metrics)
 

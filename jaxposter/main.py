@@ -71,13 +71,14 @@ def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mod
   return predict_posters(config, workdirs, step, list(inputs), threshold, output, saliency)
 
 
-def _meta(exp, epoch: int, val: dict, test: dict, tuned: dict) -> dict:
+def _meta(exp, epoch: int, val: dict | None, test: dict | None, tuned: dict | None) -> dict:
+  """What a checkpoint records beside the state; `epoch` counts completed epochs."""
   return {"config": json.loads(exp.config.to_json()), "genres": exp.genres, "epoch": epoch,
           "thresholds": tuned, "validation": _summary(val), "test": _summary(test)}
 
 
-def _summary(result: dict) -> dict:
-  return {k: v for k, v in result.items() if k != "per_genre"}
+def _summary(result: dict | None) -> dict | None:
+  return None if result is None else {k: v for k, v in result.items() if k != "per_genre"}
 
 
 def _restore(exp, step: int, steps_per_epoch: int):
@@ -123,6 +124,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step = int(state.step)
   state = exp.steps.place_state(state)
   val = test = None
+  last_tuned = meta.get("thresholds") if latest is not None else None
   for epoch in range(step // steps_per_epoch + 1, config.num_epochs + 1):
     offset = step - (epoch - 1) * steps_per_epoch
     batches = pipeline.train_batches(
@@ -138,6 +140,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       total = train.sum_metrics(total, m)
       step, seen = step + 1, seen + config.batch_size
       bar.update()
+      every = config.checkpoint.every_steps
+      if every and step % every == 0 and step % steps_per_epoch:  # mid-epoch: no metrics
+        exp.checkpoints.save(step, exp.steps.unplace_state(state),
+                             _meta(exp, epoch - 1, None, None, last_tuned), None)
       if step == _SIGKILL_AT_STEP:  # fault injection: die the hard way, mid-epoch
         exp.checkpoints.wait() if _SIGKILL_AFTER_SAVE else None
         os.kill(os.getpid(), signal.SIGKILL)
@@ -157,6 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train_m["images_per_s"] = seen / train_m["seconds"]
     val_out = evaluate.predict_source(exp, state, exp.source("validation"))
     tuned = thresholds.tune(*val_out[:2])  # on validation only; the test split never tunes
+    last_tuned = tuned
     val = evaluate.score(*val_out, exp.genres, tuned)
     test = evaluate.evaluate_split(exp, state, "test", tuned)
     exp.checkpoints.save(step, exp.steps.unplace_state(state),

@@ -91,6 +91,26 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(trained, tiny_data_
       assert a[k] == pytest.approx(b[k], rel=1e-6), (step, k)
 
 
+def test_mid_epoch_checkpoints_resume_mid_epoch(trained, tiny_data_dir, tmp_path):
+  """With checkpoint.every_steps=4, a run killed at step 9 resumes from step 8, not 6."""
+  reference, _ = trained
+  workdir = str(tmp_path / "midepoch")
+  args = ["--config", "configs/demo.py", "--workdir", workdir,
+          *tiny_overrides(tiny_data_dir, num_epochs=3, checkpoint__every_steps=4)]
+  killed = run_cli(args, check=False, env_extra={"JAXPOSTER_SIGKILL_AT_STEP": "9",
+                                                 "JAXPOSTER_SIGKILL_AFTER_SAVE": "1"})
+  assert killed.returncode == -signal.SIGKILL
+  resumed = run_cli(args)
+  assert "(step 8)" in resumed.stdout
+  assert [r["epoch"] for r in _log(workdir)] == [1, 2, 3]
+  _, a = _eval(workdir, "--step", "18")
+  _, b = _eval(reference, "--step", "18")
+  for k in ("OF1", "mAP", "loss"):
+    assert a[k] == pytest.approx(b[k], rel=1e-6), k
+  step, _ = _eval(workdir)  # the best is an epoch's end, never a mid-epoch save
+  assert step % 6 == 0
+
+
 def test_eight_devices_match_one(trained, tiny_data_dir, tmp_path):
   reference, _ = trained
   workdir = str(tmp_path / "eight")
