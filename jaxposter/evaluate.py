@@ -41,9 +41,5 @@ def score(probs: np.ndarray, labels: np.ndarray, losses: np.ndarray, genres: lis
   return result
 
 
-def evaluate_source(exp, state, source, tuned: dict | None = None) -> dict:
-  return score(*predict_source(exp, state, source), exp.genres, tuned)
-
-
 def evaluate_split(exp, state, split: str, tuned: dict | None = None) -> dict:
-  return evaluate_source(exp, state, exp.source(split), tuned)
+  return score(*predict_source(exp, state, exp.source(split)), exp.genres, tuned)

@@ -88,11 +88,15 @@ class Experiment:
   geom: pipeline.Geometry
   steps: train.Steps
   checkpoints: checkpoint.Checkpoints
+  _sources: dict = dataclasses.field(default_factory=dict)
 
   def source(self, split: str):
+    """The split's random-access source, opened once and reused every epoch."""
     if self.data is None or split not in self.data.info.splits:
       raise UserError(f"the data set has no {split!r} split")
-    return pipeline.open_split(self.data, split)
+    if split not in self._sources:
+      self._sources[split] = pipeline.open_split(self.data, split)
+    return self._sources[split]
 
   def num_examples(self, split: str) -> int:
     return _num_examples(self.data, split)
@@ -157,7 +161,8 @@ def _num_examples(data, split: str) -> int:
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = False,
-          genres: list[str] | None = None) -> Experiment:
+          genres: list[str] | None = None,
+          checkpoints: checkpoint.Checkpoints | None = None) -> Experiment:
   """Everything a run needs. With `genres` (from a checkpoint) no data set is prepared."""
   validate(config)
   mesh = parallel.make_mesh()
@@ -187,6 +192,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
                            config.data.crop_fraction)
   steps = train.Steps(mesh, config.data.normalization, config.parallelism,
                       losses.make(config.loss, _pos_weight(config, data)))
-  ckpt = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
-                                keep_best=config.checkpoint.keep_best, read_only=read_only)
+  ckpt = checkpoints or checkpoint.Checkpoints(
+      os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
+      keep_best=config.checkpoint.keep_best, read_only=read_only)
   return Experiment(config, workdir, data, genres, mesh, model, geom, steps, ckpt)

@@ -211,7 +211,7 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
   elif step not in saved.steps():
     raise UserError(f"no checkpoint at step {step} in {workdir}; available: {sorted(saved.steps())}")
   genres = None if with_data else saved.restore_meta(step)["genres"]
-  exp = setup(config, workdir, read_only=True, genres=genres)
+  exp = setup(config, workdir, read_only=True, genres=genres, checkpoints=saved)
   state, meta = _restore(exp, step, exp.steps_per_epoch())
   return Member(workdir, exp, exp.steps.place_state(state), meta, step)
 

@@ -66,16 +66,9 @@ def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-def to_host(x: jax.Array) -> np.ndarray:
-  """A (possibly multi-host) global array -> the full numpy array on every process."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(x)
-
-
-def gather(x: np.ndarray) -> np.ndarray:
-  """Each process's slice of a batch -> the whole batch, in process order, everywhere."""
+def gather(x: np.ndarray | jax.Array) -> np.ndarray:
+  """The whole batch as numpy on every process, from a global array or from each
+  process's slice (concatenated in process order)."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -37,11 +37,8 @@ def load_posters(paths: list[str], num_genres: int) -> tuple[list[dict], list[st
   for path in paths:
     try:
       jpeg = images.poster_jpeg(path)
-    except images.BadImage as e:
-      skipped[path] = e.reason
-      continue
-    except OSError as e:
-      skipped[path] = f"unreadable ({e.strerror or e})"
+    except (OSError, images.BadImage) as e:
+      skipped[path] = images.skip_reason(e)
       continue
     records.append({"image": jpeg, "label": np.zeros(num_genres, np.uint8)})
     kept.append(path)

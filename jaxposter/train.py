@@ -221,7 +221,7 @@ class Steps:
     if self.parallelism == "pmap":
       local = {k: np.asarray(v).reshape(-1, *v.shape[2:]) for k, v in outputs.items()}
       return {k: parallel.gather(v) for k, v in local.items()}
-    return {k: parallel.to_host(v) for k, v in outputs.items()}
+    return {k: parallel.gather(v) for k, v in outputs.items()}
 
 
 def sum_metrics(total: dict | None, new: dict) -> dict:

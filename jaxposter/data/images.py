@@ -26,6 +26,15 @@ class BadImage(ValueError):
     self.detail = detail
 
 
+def skip_reason(error: Exception) -> str:
+  """The reason a poster file is skipped and counted, for a failed `load_rgb`/`poster_jpeg`."""
+  if isinstance(error, FileNotFoundError):
+    return "no_poster_file"
+  if isinstance(error, BadImage):
+    return f"bad_image_{error.reason}"
+  return "unreadable"
+
+
 def _read(source: Source) -> bytes:
   if isinstance(source, (bytes, bytearray, memoryview)):
     return bytes(source)

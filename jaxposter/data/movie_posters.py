@@ -112,12 +112,8 @@ def _check_poster(path: str, size) -> str | bool:
   """A skip reason, or whether the file's bytes can be stored as they are."""
   try:
     return images.keeps_bytes(images.load_rgb(path), size)
-  except FileNotFoundError:
-    return "no_poster_file"
-  except images.BadImage as e:
-    return f"bad_image_{e.reason}"
-  except OSError:
-    return "unreadable"
+  except (OSError, images.BadImage) as e:
+    return images.skip_reason(e)
 
 
 def _poster_bytes(path: str, as_is: bool, size) -> bytes | None:
@@ -309,12 +305,8 @@ def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
     path = posters.poster_path(poster_dir, row.id, f["file_pattern"])
     try:
       return row, images.poster_jpeg(path, size), None
-    except FileNotFoundError:
-      return row, None, "no_poster_file"
-    except images.BadImage as e:
-      return row, None, f"bad_image_{e.reason}"
-    except OSError:
-      return row, None, "unreadable"
+    except (OSError, images.BadImage) as e:
+      return row, None, images.skip_reason(e)
 
   def examples():
     for row, jpeg, reason in parallel_map(load, rows):
