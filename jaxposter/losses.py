@@ -45,10 +45,20 @@ def positive_weights(label_counts: np.ndarray, num_examples: int, cap: float) ->
 
 def make(config: ml_collections.ConfigDict,
          pos_weight: np.ndarray | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """The configured training loss: (logits, labels) -> per-example loss."""
+  """The configured training loss: (logits, labels) -> per-example loss. With
+  `label_smoothing` eps, targets move to y (1 - eps) + eps / 2 (each label towards 0.5)."""
   if config.name == "bce":
-    return functools.partial(bce, pos_weight=None if pos_weight is None else jnp.asarray(pos_weight))
-  if config.name == "asl":
-    return functools.partial(asymmetric, gamma_pos=config.asl_gamma_pos,
+    loss = functools.partial(
+        bce, pos_weight=None if pos_weight is None else jnp.asarray(pos_weight))
+  elif config.name == "asl":
+    loss = functools.partial(asymmetric, gamma_pos=config.asl_gamma_pos,
                              gamma_neg=config.asl_gamma_neg, clip=config.asl_clip)
-  raise ValueError(f"unknown loss.name {config.name!r}; choose one of {LOSSES}")
+  else:
+    raise ValueError(f"unknown loss.name {config.name!r}; choose one of {LOSSES}")
+  if not config.label_smoothing:
+    return loss
+  return functools.partial(_smoothed, loss=loss, eps=config.label_smoothing)
+
+
+def _smoothed(logits: jax.Array, labels: jax.Array, *, loss: Callable, eps: float) -> jax.Array:
+  return loss(logits, labels.astype(jnp.float32) * (1 - eps) + eps / 2)

@@ -113,10 +113,7 @@ def saliency_maps(member, rows: list[dict], genre: str, out_dir: str) -> None:
   if genre not in exp.genres:
     raise ValueError(f"unknown genre {genre!r} for --saliency; this model knows: "
                      f"{', '.join(exp.genres)}")
-  state = exp.steps.unplace_state(member.state)
-  variables = {"params": state.params}
-  if state.batch_stats is not None:
-    variables["batch_stats"] = state.batch_stats
+  variables = train.inference_variables(exp.steps.unplace_state(member.state))
   os.makedirs(out_dir, exist_ok=True)
   for r in rows:
     image = pipeline.decode(images.poster_jpeg(r["file"]), exp.geom, None)

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxposter import losses, parallel
+from jaxposter import augment, losses, parallel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,12 +25,40 @@ NORMALIZATIONS = ("unit", "imagenet")
 
 
 class TrainState(train_state.TrainState):
+  """Flax's TrainState, plus BatchNorm statistics and, when `ema_decay` > 0, an exponential
+  moving average of the weights and statistics: what validation, checkpoints' eval and
+  predict use (`inference_variables`)."""
   batch_stats: Any = None
+  ema_params: Any = None
+  ema_batch_stats: Any = None
+
+
+def inference_variables(state: TrainState) -> dict:
+  """The variables a model is evaluated with: the moving average when the run keeps one."""
+  ema = state.ema_params is not None
+  variables = {"params": state.ema_params if ema else state.params}
+  if state.batch_stats is not None:
+    variables["batch_stats"] = state.ema_batch_stats if ema else state.batch_stats
+  return variables
+
+
+def update_ema(state: TrainState, decay: float) -> TrainState:
+  """ema <- d * ema + (1 - d) * new, with d = min(decay, (1 + step) / (10 + step)) so the
+  average forgets the random initialisation within the first hundred steps."""
+  d = jnp.minimum(decay, (1.0 + state.step) / (10.0 + state.step))
+  avg = functools.partial(jax.tree.map, lambda e, p: d * e + (1 - d) * p)
+  return state.replace(ema_params=avg(state.ema_params, state.params),
+                       ema_batch_stats=(None if state.batch_stats is None
+                                        else avg(state.ema_batch_stats, state.batch_stats)))
 
 
 def normalize(images: jax.Array, how: str) -> jax.Array:
   """uint8 images -> float32, in [0, 1] ("unit") or standardised by ImageNet mean/std."""
-  x = images.astype(jnp.float32) / 255.0
+  return standardize(images.astype(jnp.float32) / 255.0, how)
+
+
+def standardize(x: jax.Array, how: str) -> jax.Array:
+  """[0, 1] images -> the model's input scale (`data.normalization`)."""
   if how == "imagenet":
     x = (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
   elif how != "unit":
@@ -56,8 +84,9 @@ def _adam(config: ml_collections.ConfigDict, lr) -> optax.GradientTransformation
   o = config.optimizer
   if o.name == "adam":
     return optax.adam(lr, b1=o.b1, b2=o.b2)
-  if o.name == "adamw":
-    return optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+  if o.name == "adamw":  # decoupled decay on weight matrices and kernels, not on biases / norms
+    return optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
+                       mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
   raise ValueError(f"unknown optimizer.name {o.name!r}; choose 'adam' or 'adamw'")
 
 
@@ -84,7 +113,7 @@ def make_optimizer(config: ml_collections.ConfigDict,
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple,
-                 seed: int, sharding: jax.sharding.Sharding) -> TrainState:
+                 seed: int, sharding: jax.sharding.Sharding, ema: bool = False) -> TrainState:
   """Initialises parameters (from `seed`) directly into replicated device buffers.
 
   The init key is an `rbg` key: XLA:CPU compiles a model's init 3-6x faster than with
@@ -94,47 +123,63 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, image_shape
   def init():
     x = jnp.zeros((1, *image_shape), jnp.float32)
     variables = model.init({"params": jax.random.key(seed, impl="rbg")}, x, train=False)
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                             batch_stats=variables.get("batch_stats"))
+    state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                              batch_stats=variables.get("batch_stats"))
+    if ema:
+      state = state.replace(ema_params=state.params, ema_batch_stats=state.batch_stats)
+    return state
 
   return jax.jit(init, out_shardings=sharding)()
 
 
-def _apply(state: TrainState, params, images, train: bool, rngs=None):
+def _train_apply(state: TrainState, params, images, rngs):
+  """Training-mode logits and the updated BatchNorm statistics."""
   variables = {"params": params}
-  if state.batch_stats is not None:
-    variables["batch_stats"] = state.batch_stats
-  if train and state.batch_stats is not None:
-    logits, updates = state.apply_fn(variables, images, train=True, rngs=rngs,
-                                     mutable=["batch_stats"])
-    return logits, updates["batch_stats"]
-  return state.apply_fn(variables, images, train=train, rngs=rngs), state.batch_stats
+  if state.batch_stats is None:
+    return state.apply_fn(variables, images, train=True, rngs=rngs), None
+  variables["batch_stats"] = state.batch_stats
+  logits, updates = state.apply_fn(variables, images, train=True, rngs=rngs,
+                                   mutable=["batch_stats"])
+  return logits, updates["batch_stats"]
 
 
 def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization: str,
-               loss_fn: Callable = losses.bce, axis_name: str | None = None):
+               loss_fn: Callable = losses.bce, augment_options: dict | None = None,
+               ema_decay: float = 0.0, axis_name: str | None = None):
   """One optimizer step on a batch. Returns the new state and summed metrics of the batch.
 
   Dropout draws from fold_in(key, step) (and, under pmap, the device's index): the same
-  step gets the same mask after any resume, and under `jit` on any device count.
-  With `axis_name` (pmap) gradients are averaged and metrics summed over the devices.
+  step gets the same mask after any resume, and under `jit` on any device count; the
+  on-device augmentation (`augment_options`, see `jaxposter.augment`) from a key split
+  off it. With `axis_name` (pmap) gradients are averaged and metrics summed over the
+  devices (and mixup pairs examples within a device). Train metrics count a genre as
+  present where its (mixed) label is >= 0.5.
   """
-  images = normalize(batch["image"], normalization)
-  labels = batch["label"]
   key = jax.random.fold_in(key, state.step)
   if axis_name:
     key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+  if augment_options:
+    k_jitter, k_mix = jax.random.split(jax.random.fold_in(key, 1))
+    o = augment_options
+    x = augment.color_jitter(k_jitter, batch["image"].astype(jnp.float32) / 255.0,
+                             o["brightness"], o["contrast"], o["saturation"])
+    images, labels = augment.mix(k_mix, standardize(x, normalization), batch["label"],
+                                 o["mixup_alpha"], o["cutmix_alpha"], o["cutmix_prob"])
+  else:
+    images, labels = normalize(batch["image"], normalization), batch["label"]
 
   def objective(params):
-    logits, batch_stats = _apply(state, params, images, True, {"dropout": key})
+    logits, batch_stats = _train_apply(state, params, images, {"dropout": key})
     return loss_fn(logits, labels).mean(), (logits, batch_stats)
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
   if axis_name:
     grads = jax.lax.pmean(grads, axis_name)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if ema_decay:
+    new_state = update_ema(new_state, ema_decay)
   pred = logits >= 0.0  # sigmoid(logits) >= 0.5
-  pos = labels.astype(bool)
+  pos = labels >= 0.5
   metrics = {"loss_sum": loss * labels.shape[0], "count": jnp.float32(labels.shape[0]),
              "tp": (pred & pos).sum(0), "pred": pred.sum(0), "pos": pos.sum(0),
              "nonfinite": (~jnp.isfinite(loss)).astype(jnp.int32)}
@@ -143,13 +188,28 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization:
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict, *, normalization: str) -> dict:
-  """Sigmoid probabilities and per-example BCE of a batch (padding is masked on the host).
+def eval_step(state: TrainState, batch: dict, *, normalization: str,
+              tta_flip: bool = False) -> dict:
+  """Sigmoid probabilities and per-example BCE of a batch (padding is masked on the host),
+  from `inference_variables` (the moving average when kept). `tta_flip`: the probabilities
+  are the mean of the poster's and its mirror image's.
 
   The loss is plain BCE whatever the training loss, so validation losses compare across runs.
   """
-  logits, _ = _apply(state, state.params, normalize(batch["image"], normalization), False)
-  return {"probs": jax.nn.sigmoid(logits), "loss": losses.bce(logits, batch["label"])}
+  images = normalize(batch["image"], normalization)
+  logits = predict_logits(state, images)
+  if not tta_flip:
+    return {"probs": jax.nn.sigmoid(logits), "loss": losses.bce(logits, batch["label"])}
+  probs = (jax.nn.sigmoid(logits) + jax.nn.sigmoid(predict_logits(state, images[:, :, ::-1]))) / 2
+  y = batch["label"].astype(jnp.float32)
+  loss = -(y * jnp.log(jnp.maximum(probs, 1e-12))
+           + (1 - y) * jnp.log(jnp.maximum(1 - probs, 1e-12))).mean(-1)
+  return {"probs": probs, "loss": loss}
+
+
+def predict_logits(state: TrainState, images: jax.Array) -> jax.Array:
+  """Inference-mode logits of normalised images."""
+  return state.apply_fn(inference_variables(state), images, train=False)
 
 
 PMAP_AXIS = "batch"
@@ -165,23 +225,24 @@ class Steps:
   """
 
   def __init__(self, mesh: jax.sharding.Mesh, normalization: str, parallelism: str,
-               loss_fn: Callable = losses.bce):
+               loss_fn: Callable = losses.bce, augment_options: dict | None = None,
+               ema_decay: float = 0.0, tta_flip: bool = False):
     self.mesh, self.parallelism = mesh, parallelism
     repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    step = functools.partial(train_step, normalization=normalization, loss_fn=loss_fn)
+    step = functools.partial(train_step, normalization=normalization, loss_fn=loss_fn,
+                             augment_options=augment_options, ema_decay=ema_decay)
+    evaluate = functools.partial(eval_step, normalization=normalization, tta_flip=tta_flip)
     if parallelism == "jit":
       self._train = jax.jit(step,
                             in_shardings=(repl, data, repl), out_shardings=(repl, repl),
                             donate_argnums=(0,))
-      self._eval = jax.jit(functools.partial(eval_step, normalization=normalization),
-                           in_shardings=(repl, data), out_shardings=data)
+      self._eval = jax.jit(evaluate, in_shardings=(repl, data), out_shardings=data)
     elif parallelism == "pmap":
       # Metrics are psum-ed, the same on every device: out_axes None returns one copy.
       self._train = jax.pmap(functools.partial(step, axis_name=PMAP_AXIS),
                              axis_name=PMAP_AXIS, in_axes=(0, 0, None), out_axes=(0, None),
                              donate_argnums=(0,))
-      self._eval = jax.pmap(functools.partial(eval_step, normalization=normalization),
-                            axis_name=PMAP_AXIS)
+      self._eval = jax.pmap(evaluate, axis_name=PMAP_AXIS)
     else:
       raise ValueError(f"unknown parallelism {parallelism!r}; choose 'jit' or 'pmap'")
 

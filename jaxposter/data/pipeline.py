@@ -20,11 +20,16 @@ import tensorflow_datasets as tfds
 
 @dataclasses.dataclass(frozen=True)
 class Geometry:
-  """Output size and how to get there: resize to size/crop_fraction, then crop."""
+  """Output size and how to get there: resize to size/crop_fraction, then crop. In
+  training, `min_area` < 1 takes random resized crops instead (Inception-style): a box
+  covering `min_area` to all of the poster, its aspect ratio up to `max_aspect` times
+  wider or taller than the output's, resized to the output size."""
 
   height: int
   width: int
   crop_fraction: float = 1.0
+  min_area: float = 1.0
+  max_aspect: float = 4 / 3
 
   @property
   def resized(self) -> tuple[int, int]:
@@ -44,6 +49,10 @@ def decode(jpeg: bytes, geom: Geometry, rng: np.random.Generator | None,
   rh, rw = geom.resized
   with Image.open(BytesIO(jpeg)) as img:
     img = img.convert("RGB")
+    if rng is not None and geom.min_area < 1:
+      box = random_box(rng, img.size, geom)
+      x = np.asarray(img.resize((geom.width, geom.height), Image.BILINEAR, box=box))
+      return np.ascontiguousarray(x[:, ::-1] if random_flip and rng.random() < 0.5 else x)
     if img.size != (rw, rh):
       img = img.resize((rw, rh), Image.BILINEAR)
     x = np.asarray(img)
@@ -56,6 +65,17 @@ def decode(jpeg: bytes, geom: Geometry, rng: np.random.Generator | None,
   if rng is not None and random_flip and rng.random() < 0.5:
     x = x[:, ::-1]
   return np.ascontiguousarray(x)
+
+
+def random_box(rng: np.random.Generator, size: tuple[int, int],
+               geom: Geometry) -> tuple[float, float, float, float]:
+  """A random (left, top, right, bottom) box of an image of `size` (W, H), as in `Geometry`."""
+  w, h = size
+  area = rng.uniform(geom.min_area, 1.0)
+  aspect = np.exp(rng.uniform(-np.log(geom.max_aspect), np.log(geom.max_aspect)))
+  bw, bh = min(w, w * np.sqrt(area * aspect)), min(h, h * np.sqrt(area / aspect))
+  left, top = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+  return (left, top, left + bw, top + bh)
 
 
 def _owned_positions(num_batches: int, global_batch: int, process_index: int,

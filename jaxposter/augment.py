@@ -1,0 +1,85 @@
+"""On-device training augmentation: colour jitter, and mixup / cutmix with mixed labels.
+
+Pure functions of (key, images, labels) on normalised float batches, run inside the
+compiled train step: no host work, and under `jit` over a mesh each device augments its
+own shard. Geometric augmentation (random resized crops, flips) happens in the input
+pipeline, where it is a cheap by-product of resizing (`jaxposter.data.pipeline`).
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+_LUMA = jnp.asarray([0.299, 0.587, 0.114])
+
+
+def _factors(key: jax.Array, n: int, strength: float) -> jax.Array:
+  """Per-example factors uniform in [1 - strength, 1 + strength], shaped [n, 1, 1, 1]."""
+  return jax.random.uniform(key, (n, 1, 1, 1), minval=1 - strength, maxval=1 + strength)
+
+
+def color_jitter(key: jax.Array, x: jax.Array, brightness: float = 0.0, contrast: float = 0.0,
+                 saturation: float = 0.0) -> jax.Array:
+  """torchvision-style jitter with per-example factors, in the order brightness, contrast,
+  saturation. `x` is [N, H, W, 3] in any affine normalisation: brightness scales the
+  values, contrast blends with each image's mean grey level, saturation with its grey image.
+  Strength 0 leaves a transform out."""
+  kb, kc, ks = jax.random.split(key, 3)
+  n = x.shape[0]
+  if brightness:
+    x = x * _factors(kb, n, brightness)
+  if contrast:
+    grey = (x @ _LUMA).mean(axis=(1, 2))[:, None, None, None]
+    x = grey + _factors(kc, n, contrast) * (x - grey)
+  if saturation:
+    grey = (x @ _LUMA)[..., None]
+    x = grey + _factors(ks, n, saturation) * (x - grey)
+  return x
+
+
+def mix(key: jax.Array, images: jax.Array, labels: jax.Array, mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0, switch_prob: float = 0.5):
+  """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) of each example with the batch
+  reversed, one mixing weight per batch as in timm. With both alphas set, each batch takes
+  CutMix with probability `switch_prob`. Labels become the same mix as the pixels:
+  lam * y + (1 - lam) * y_reversed, with lam the share of pixels from the example itself
+  (for CutMix: after clipping the box to the image). Returns (images, labels as float32).
+  """
+  y = labels.astype(jnp.float32)
+  if not (mixup_alpha or cutmix_alpha):
+    return images, y
+  k_lam, k_switch, k_box = jax.random.split(key, 3)
+  other_x, other_y = images[::-1], y[::-1]
+  n, h, w, _ = images.shape
+
+  def mixup(alpha):
+    lam = jax.random.beta(k_lam, alpha, alpha)
+    return lam * images + (1 - lam) * other_x, lam
+
+  def cutmix(alpha):
+    lam = jax.random.beta(k_lam, alpha, alpha)
+    cut_h, cut_w = h * jnp.sqrt(1 - lam), w * jnp.sqrt(1 - lam)
+    cy, cx = jax.random.uniform(k_box, (2,)) * jnp.asarray([h, w])
+    top, bottom = jnp.clip(jnp.round(cy - cut_h / 2), 0, h), jnp.clip(jnp.round(cy + cut_h / 2), 0, h)
+    left, right = jnp.clip(jnp.round(cx - cut_w / 2), 0, w), jnp.clip(jnp.round(cx + cut_w / 2), 0, w)
+    rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+    box = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+    lam = 1 - box.mean()  # the pixels that really stayed
+    return jnp.where(box[None, :, :, None], other_x, images), lam
+
+  if mixup_alpha and cutmix_alpha:
+    use_cutmix = jax.random.uniform(k_switch) < switch_prob
+    (xm, lm), (xc, lc) = mixup(mixup_alpha), cutmix(cutmix_alpha)
+    mixed, lam = jnp.where(use_cutmix, xc, xm), jnp.where(use_cutmix, lc, lm)
+  elif mixup_alpha:
+    mixed, lam = mixup(mixup_alpha)
+  else:
+    mixed, lam = cutmix(cutmix_alpha)
+  return mixed.astype(images.dtype), lam * y + (1 - lam) * other_y
+
+
+def options(config: ml_collections.ConfigDict) -> dict | None:
+  """`config.augment` as plain keyword arguments of `jitter` / `mix`; None when all is off."""
+  o = config.augment.to_dict()
+  return o if any(o[k] for k in ("brightness", "contrast", "saturation", "mixup_alpha",
+                                  "cutmix_alpha")) else None
