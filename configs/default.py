@@ -19,6 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
   d.normalization = "unit"  # "unit": [0, 1]; "imagenet": ImageNet mean/std (pretrained models)
   d.random_flip = True  # training augmentation: random horizontal flip
   d.crop_fraction = 1.0  # < 1: resize to size/fraction, then random (train) / centre (eval) crop
+  d.crop_min_area = 1.0  # < 1: random resized crops (train): a box of this to 100% of the area,
+  d.crop_max_aspect = 4 / 3  # ... its aspect ratio up to this factor off the output's
   d.num_threads = 2  # grain reader threads (decode + resize + augment run in them)
   d.prefetch = 4  # batches prefetched ahead of the device
 
@@ -77,6 +79,19 @@ def get_config() -> ml_collections.ConfigDict:
   sc.name = "constant"  # "constant" or "cosine"
   sc.warmup_epochs = 0.0
 
+  # on-device training augmentation (jaxposter/augment.py); 0 leaves a transform out
+  c.augment = au = ml_collections.ConfigDict()
+  au.brightness = 0.0  # per-poster factors in [1 - x, 1 + x]
+  au.contrast = 0.0
+  au.saturation = 0.0
+  au.mixup_alpha = 0.0  # > 0: mixup, lam ~ Beta(alpha, alpha), labels mixed alike
+  au.cutmix_alpha = 0.0  # > 0: cutmix; with both set, cutmix on this share of batches:
+  au.cutmix_prob = 0.5
+
+  c.ema_decay = 0.0  # > 0: keep a moving average of the weights; validation, checkpoints'
+  #                    eval and predict use it
+  c.tta_flip = False  # eval / predict: average the poster's and its mirror image's probabilities
+
   c.loss = lo = ml_collections.ConfigDict()
   lo.name = "bce"  # "bce" (binary cross-entropy on logits) or "asl" (asymmetric loss)
   lo.pos_weight = False  # bce: weight each genre's positives by its negatives/positives ...
@@ -84,6 +99,7 @@ def get_config() -> ml_collections.ConfigDict:
   lo.asl_gamma_pos = 0.0  # asl (Ridnik et al. 2021): focusing on positives ...
   lo.asl_gamma_neg = 4.0  # ... and on negatives
   lo.asl_clip = 0.05  # asl: negatives with p < clip cost nothing
+  lo.label_smoothing = 0.0  # training targets y (1 - x) + x / 2
 
   c.threshold = "global"  # decision threshold for predict: "fixed" (0.5), "global", "per_genre"
 
@@ -91,11 +107,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch_size = 64  # global: split over all devices of all hosts
   c.eval_batch_size = 64
   c.parallelism = "jit"
+  # CPU-only hosts: split the CPU into this many devices (0 = one per core, up to 8, dividing
+  # the batch sizes); XLA:CPU runs devices side by side (jaxposter/runtime.py)
+  c.cpu_devices = 0
+  c.compilation_cache = "~/.cache/jaxposter/xla"  # compiled programs kept on disk; "" = off
 
   # ---- checkpoints and logs ------------------------------------------------------------
   c.checkpoint = ck = ml_collections.ConfigDict()
   ck.keep = 2  # the last N epoch checkpoints are kept ...
-  ck.keep_best = True  # ... and the best by validation OF1
+  ck.keep_best = True  # ... and the best by `best_metric`:
+  ck.best_metric = "val_mAP"  # or val_OF1_tuned, val_AUC, val_loss, val_OF1 (at 0.5: the paper's)
   ck.every_steps = 0  # > 0: also save every N steps mid-epoch (a killed run loses < N steps)
   c.tensorboard = False  # also write TensorBoard event files (needs the `plots` extra)
   c.log_every_steps = 10

@@ -13,7 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxposter import checkpoint, losses, models, parallel, train
+from jaxposter import augment, checkpoint, losses, models, parallel, train
 from jaxposter.data import builder as builder_lib
 from jaxposter.data import pipeline
 
@@ -26,6 +26,11 @@ class UserError(Exception):
 _COMPATIBLE_FIELDS = ("model.name", "model.kwargs", "data.image_height", "data.image_width")
 
 
+def _keeps_ema(config: dict) -> bool:
+  """Whether a run's state holds a moving average (configs saved before it existed: no)."""
+  return bool(config.get("ema_decay", 0.0))
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Rejects config values that cannot work, naming the field and the fix."""
   d = config.data
@@ -35,12 +40,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
       (d.image_height >= 8 and d.image_width >= 8, "data.image_height/width must be >= 8"),
       (0.0 < d.crop_fraction <= 1.0, "data.crop_fraction must be in (0, 1]"),
+      (0.0 < d.crop_min_area <= 1.0, "data.crop_min_area must be in (0, 1]"),
+      (d.crop_max_aspect >= 1.0, "data.crop_max_aspect must be >= 1"),
+      (0.0 <= config.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
+      (0.0 <= config.loss.label_smoothing < 1.0, "loss.label_smoothing must be in [0, 1)"),
+      (all(config.augment[k] >= 0 for k in ("brightness", "contrast", "saturation",
+                                              "mixup_alpha", "cutmix_alpha")),
+       "augment.* strengths must be >= 0"),
+      (config.augment.brightness < 1 and config.augment.contrast < 1
+       and config.augment.saturation < 1, "augment.brightness/contrast/saturation must be < 1"),
+      (0.0 <= config.augment.cutmix_prob <= 1.0, "augment.cutmix_prob must be in [0, 1]"),
       (d.normalization in train.NORMALIZATIONS,
        f"data.normalization must be one of {train.NORMALIZATIONS}"),
       (config.parallelism in ("jit", "pmap"), "parallelism must be 'jit' or 'pmap'"),
       (0.0 <= config.model.dropout_rate < 1.0, "model.dropout_rate must be in [0, 1)"),
       (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0"),
       (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
+      (config.checkpoint.best_metric in checkpoint.BEST_METRICS,
+       f"checkpoint.best_metric must be one of {', '.join(checkpoint.BEST_METRICS)}"),
+      (config.cpu_devices >= 0, "cpu_devices must be >= 0 (0 = one per core)"),
       (config.loss.name in losses.LOSSES, f"loss.name must be one of {losses.LOSSES}"),
   ]
   if config.model.pretrained and d.normalization != "imagenet":
@@ -69,6 +87,9 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, genres: lis
   current = json.loads(config.to_json())
   diffs = [f"{f}: checkpoint {_get(saved['config'], f)!r}, config {_get(current, f)!r}"
            for f in _COMPATIBLE_FIELDS if _get(saved["config"], f) != _get(current, f)]
+  if _keeps_ema(saved["config"]) != _keeps_ema(current):
+    diffs.append(f"ema_decay: checkpoint {saved['config'].get('ema_decay', 0.0)}, config "
+                 f"{current['ema_decay']} (a moving average is kept in one and not the other)")
   if saved["genres"] != list(genres):
     diffs.append(f"genres: checkpoint {saved['genres']}, data {list(genres)}")
   if diffs:
@@ -107,7 +128,7 @@ class Experiment:
     shape = (self.geom.height, self.geom.width, 3)
     try:
       return train.create_state(self.model, tx, shape, self.config.seed,
-                                parallel.replicated(self.mesh))
+                                parallel.replicated(self.mesh), ema=self.config.ema_decay > 0)
     except ValueError as e:  # a model that cannot take this input, found while tracing
       raise UserError(f"model {self.config.model.name!r} on {shape[0]}x{shape[1]} inputs: {e}")
 
@@ -188,11 +209,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
   if not read_only and (n_train := _num_examples(data, "train")) < config.batch_size:
     raise UserError(f"the training split has {n_train} examples, fewer than one batch "
                     f"(config.batch_size={config.batch_size})")
-  geom = pipeline.Geometry(config.data.image_height, config.data.image_width,
-                           config.data.crop_fraction)
-  steps = train.Steps(mesh, config.data.normalization, config.parallelism,
-                      losses.make(config.loss, _pos_weight(config, data)))
+  d = config.data
+  geom = pipeline.Geometry(d.image_height, d.image_width, d.crop_fraction, d.crop_min_area,
+                           d.crop_max_aspect)
+  steps = train.Steps(mesh, d.normalization, config.parallelism,
+                      losses.make(config.loss, _pos_weight(config, data)),
+                      augment.options(config), config.ema_decay, config.tta_flip)
   ckpt = checkpoints or checkpoint.Checkpoints(
       os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
-      keep_best=config.checkpoint.keep_best, read_only=read_only)
+      keep_best=config.checkpoint.keep_best, read_only=read_only,
+      best_metric=config.checkpoint.best_metric)
   return Experiment(config, workdir, data, genres, mesh, model, geom, steps, ckpt)

@@ -35,6 +35,8 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
     saved = json.load(f)
   from configs import default  # fields added since the run was saved keep their defaults
   config = default.get_config()
+  if "best_metric" not in saved.get("checkpoint", {}):
+    config.checkpoint.best_metric = checkpoint.LEGACY_BEST_METRIC
   _merge(config, saved)
   return config
 
@@ -167,7 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     val = evaluate.score(*val_out, exp.genres, tuned)
     test = evaluate.evaluate_split(exp, state, "test", tuned)
     exp.checkpoints.save(step, exp.steps.unplace_state(state),
-                         _meta(exp, epoch, val, test, tuned), {"val_OF1": val["OF1"]})
+                         _meta(exp, epoch, val, test, tuned), checkpoint.checkpoint_metrics(val))
     record = {"epoch": epoch, "step": step, "train": train_m, "validation": val, "test": test}
     report.append_jsonl(log_path, record)
     if config.tensorboard and report.is_chief():
@@ -182,9 +184,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return {}
   if report.is_chief():
     print(report.table(test, f"Test metrics after epoch {config.num_epochs}"), flush=True)
-    print(f"Best validation OF1 at step {exp.checkpoints.best_step()}; "
-          f"evaluate it with: python launch.py --workdir {workdir} --mode eval", flush=True)
+    if exp.checkpoints.best_step() is not None:
+      print(f"Best {_best_line(exp.checkpoints)}; evaluate it with: "
+            f"python launch.py --workdir {workdir} --mode eval", flush=True)
   return test
+
+
+def _best_line(ckpts: checkpoint.Checkpoints) -> str:
+  """'by validation mAP 0.4281 at epoch 13 (step 871)'."""
+  step = ckpts.best_step()
+  meta = ckpts.restore_meta(step)
+  return (f"by {checkpoint.describe_best(ckpts.best_metric, meta.get('validation'))} "
+          f"at epoch {meta['epoch']} (step {step})")
 
 
 @dataclasses.dataclass
@@ -205,9 +216,12 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
     raise UserError(f"no checkpoint in {workdir}: train first, e.g. "
                     f"python launch.py --config configs/demo.py --workdir {workdir}")
   config = config or load_workdir_config(workdir)
-  saved = checkpoint.Checkpoints(ckpt_dir, read_only=True)
+  saved = checkpoint.Checkpoints(ckpt_dir, read_only=True,
+                                 best_metric=config.checkpoint.best_metric)
   if step is None:
     step = saved.best_step() or saved.latest_step()
+    if report.is_chief() and step == saved.best_step():
+      print(f"{workdir}: the best checkpoint, {_best_line(saved)}", flush=True)
   elif step not in saved.steps():
     raise UserError(f"no checkpoint at step {step} in {workdir}; available: {sorted(saved.steps())}")
   genres = None if with_data else saved.restore_meta(step)["genres"]

@@ -54,10 +54,10 @@ def test_eval_reproduces_the_logged_test_metrics(trained):
 def test_eval_defaults_to_the_best_validation_checkpoint(trained):
   workdir, _ = trained
   log = _log(workdir)
-  best = max(log, key=lambda r: r["validation"]["OF1"])
+  best = max(log, key=lambda r: r["validation"]["mAP"])  # checkpoint.best_metric's default
   step, _ = _eval(workdir)
-  assert _log(workdir)[[r["step"] for r in log].index(step)]["validation"]["OF1"] == \
-      best["validation"]["OF1"]
+  assert _log(workdir)[[r["step"] for r in log].index(step)]["validation"]["mAP"] == \
+      best["validation"]["mAP"]
 
 
 def test_training_again_is_a_no_op(trained, tiny_data_dir):

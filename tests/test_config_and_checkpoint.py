@@ -68,7 +68,8 @@ def _state(seed=0):
 
 
 def test_roundtrip_with_batch_stats_and_retention(tmp_path):
-  ckpts = checkpoint.Checkpoints(str(tmp_path / "ck"), keep=2, keep_best=True)
+  ckpts = checkpoint.Checkpoints(str(tmp_path / "ck"), keep=2, keep_best=True,
+                                best_metric="val_OF1")
   states = {}
   for step, of1 in [(1, 0.3), (2, 0.9), (3, 0.5), (4, 0.4), (5, 0.2)]:
     s = _state(seed=step)
@@ -92,3 +93,39 @@ def test_compatibility_check_names_the_differences():
   with pytest.raises(experiment.UserError, match="model.name.*resnet18") as e:
     experiment.check_compatible(saved, config, ["a", "c"], "w")
   assert "genres" in str(e.value)
+
+
+# Validation results whose measures peak at different epochs (1-based index = step).
+_VALIDATION = [
+    {"OF1": 0.55, "mAP": 0.34, "ROC_AUC": 0.60, "loss": 0.50, "tuned": {"global": {"OF1": 0.50}}},
+    {"OF1": 0.41, "mAP": 0.43, "ROC_AUC": 0.62, "loss": 0.48, "tuned": {"global": {"OF1": 0.56}}},
+    {"OF1": 0.47, "mAP": 0.40, "ROC_AUC": 0.66, "loss": 0.47, "tuned": {"global": {"OF1": 0.53}}},
+    {"OF1": 0.44, "mAP": 0.39, "ROC_AUC": 0.64, "loss": 0.46, "tuned": {"global": {"OF1": 0.52}}},
+]
+
+
+@pytest.mark.parametrize("metric, best", [("val_mAP", 2), ("val_OF1_tuned", 2), ("val_AUC", 3),
+                                          ("val_loss", 4), ("val_OF1", 1)])
+def test_the_kept_best_step_follows_the_configured_measure(tmp_path, metric, best):
+  ckpts = checkpoint.Checkpoints(str(tmp_path / "ck"), keep=1, best_metric=metric)
+  for step, val in enumerate(_VALIDATION, start=1):
+    ckpts.save(step, _state(step), {"epoch": step, "validation": val},
+               checkpoint.checkpoint_metrics(val))
+  ckpts.wait()
+  assert ckpts.best_step() == best
+  assert sorted(ckpts.steps()) == sorted({best, len(_VALIDATION)})  # the best and the last
+  reopened = checkpoint.Checkpoints(str(tmp_path / "ck"), read_only=True, best_metric=metric)
+  assert reopened.best_step() == best
+  described = checkpoint.describe_best(metric, _VALIDATION[best - 1])
+  assert described.startswith(checkpoint.BEST_METRICS[metric][0]) and described[-6:-4] == "0."
+
+
+def test_a_workdir_saved_before_best_metric_keeps_its_rule(tmp_path):
+  from jaxposter import main
+  config = _load(os.path.join(ROOT, "configs", "demo.py"))
+  saved = json.loads(config.to_json())
+  del saved["checkpoint"]["best_metric"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert main.load_workdir_config(str(tmp_path)).checkpoint.best_metric == "val_OF1"
+  (tmp_path / "config.json").write_text(config.to_json())
+  assert main.load_workdir_config(str(tmp_path)).checkpoint.best_metric == "val_mAP"
