@@ -57,6 +57,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.ERROR)  # Orbax and TFDS narrate every file and option
+  from jaxposter import runtime  # before anything imports jax
+  runtime.configure_for(FLAGS.config, FLAGS.workdir)
   from jaxposter import main as jp_main, parallel
   from jaxposter.experiment import UserError
   try:

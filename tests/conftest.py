@@ -3,10 +3,12 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_XLA_CACHE = tempfile.mkdtemp(prefix="jaxposter_test_xla_cache_")  # shared by the CLI runs
 sys.path.insert(0, ROOT)  # `configs` is importable as a package
 
 # A demo config small enough to compile and train in seconds on a CPU.
@@ -41,6 +43,7 @@ def run_cli(args: list[str], env_extra: dict | None = None, check: bool = True,
             timeout: int = 600) -> subprocess.CompletedProcess:
   env = dict(os.environ, **(env_extra or {}))
   env.setdefault("JAX_PLATFORMS", "cpu")
+  env.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)  # never the user's own cache
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=timeout)
   if check and proc.returncode != 0:

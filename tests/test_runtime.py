@@ -1,0 +1,52 @@
+"""Process-wide settings: how many CPU devices, and the persistent compilation cache."""
+
+import os
+
+import pytest
+
+from jaxposter import runtime
+from tests.conftest import run_cli, tiny_overrides
+
+
+@pytest.mark.parametrize("requested, batches, cores, expected", [
+    (3, (64, 64), 2, 3),  # as asked
+    (0, (64, 64), 2, 2),  # one per core
+    (0, (64, 64), 1, 1),
+    (0, (64, 64), 32, 8),  # at most 8
+    (0, (64, 48), 3, 2),  # dividing every batch size
+    (0, (6, 16), 8, 2),
+    (0, (7, 64), 4, 1),
+    (0, (), 4, 4),
+])
+def test_cpu_device_count(requested, batches, cores, expected):
+  assert runtime.cpu_device_count(requested, batches, cores) == expected
+
+
+def test_configure_leaves_a_forced_device_count_alone(monkeypatch, tmp_path):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  runtime.configure(2, (64,), str(tmp_path / "cache"))
+  assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8"
+  assert runtime.forced_device_count() == 8
+  assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "cache")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+  runtime.configure(2, (64,), "")
+  assert runtime.forced_device_count() == 2
+  assert "--xla_cpu_multi_thread_eigen=true" in os.environ["XLA_FLAGS"]
+
+
+def _cache_entries(path) -> set[str]:
+  return set(os.listdir(path)) if os.path.isdir(path) else set()
+
+
+def test_a_second_process_compiles_nothing(tiny_data_dir, tmp_path):
+  cache = str(tmp_path / "xla")
+  env = {"JAX_COMPILATION_CACHE_DIR": ""}  # let the config's field choose
+  args = tiny_overrides(tiny_data_dir, num_epochs=1, compilation_cache=cache)
+  run_cli(["--config", "configs/demo.py", "--workdir", str(tmp_path / "a"), *args], env)
+  first = _cache_entries(cache)
+  assert first  # the train step, eval step and init were written
+  run_cli(["--config", "configs/demo.py", "--workdir", str(tmp_path / "b"), *args], env)
+  assert _cache_entries(cache) == first  # every program came from the cache
+  run_cli(["--workdir", str(tmp_path / "b"), "--mode", "eval"], env)
+  assert _cache_entries(cache) == first  # eval restores and scores with the same programs
