@@ -5,6 +5,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxposter.models import cpu_conv
+
 
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
   """2x2/2 max pool as reshape-then-max (floor mode, like torch.nn.MaxPool2d(2)).
@@ -49,7 +51,8 @@ class CustomCNN(nn.Module):
   def __call__(self, x, train: bool = False):
     x = x.astype(self.dtype)
     for i, f in enumerate(self.features):
-      x = nn.relu(nn.Conv(f, (3, 3), padding=1, dtype=self.dtype, name=f"conv{i}")(x))
+      x = nn.relu(nn.Conv(f, (3, 3), padding=1, dtype=self.dtype, name=f"conv{i}",
+                          conv_general_dilated=cpu_conv.conv_general_dilated)(x))
       if i < len(self.features) - 1:
         x = max_pool_2x2(x)
     x = x if self.is_initializing() else self.perturb("features", x)  # saliency.grad_cam

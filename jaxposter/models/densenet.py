@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxposter.models import cpu_conv
 from jaxposter.models.resnet import batch_norm
 
 # torchvision: kaiming_normal_ (fan_in, gain sqrt(2)), untruncated.
@@ -42,7 +43,8 @@ class _Unit(nn.Module):
     pad = (kernel - 1) // 2
     return nn.Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
                    use_bias=False, kernel_init=conv_init, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name=name)
+                   param_dtype=self.param_dtype, name=name,
+                   conv_general_dilated=cpu_conv.conv_general_dilated)
 
 
 class DenseLayer(_Unit):
@@ -140,7 +142,8 @@ class DenseNet(nn.Module):
     x = x.astype(self.dtype)
     x = nn.Conv(self.num_init_features, (7, 7), strides=(2, 2),
                 padding=((3, 3), (3, 3)), use_bias=False, kernel_init=conv_init,
-                name="conv0", dtype=self.dtype, param_dtype=self.param_dtype)(x)
+                name="conv0", dtype=self.dtype, param_dtype=self.param_dtype,
+                conv_general_dilated=cpu_conv.conv_general_dilated)(x)
     x = nn.relu(norm(name="norm0")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     features = self.num_init_features

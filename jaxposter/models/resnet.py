@@ -13,6 +13,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxposter.models import cpu_conv
+
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), untruncated.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -46,7 +48,8 @@ class _Block(nn.Module):
     return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
                    padding=((pad, pad), (pad, pad)), use_bias=False,
                    kernel_init=conv_init, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name=name)
+                   param_dtype=self.param_dtype, name=name,
+                   conv_general_dilated=cpu_conv.conv_general_dilated)
 
   def norm(self, name, last=False, train=False):
     scale_init = (nn.initializers.zeros if last and self.zero_init_residual
@@ -119,7 +122,8 @@ class ResNet(nn.Module):
     x = x.astype(self.dtype)
     x = nn.Conv(self.num_filters, (7, 7), strides=(2, 2),
                 padding=((3, 3), (3, 3)), use_bias=False, kernel_init=conv_init,
-                dtype=self.dtype, param_dtype=self.param_dtype, name="conv1")(x)
+                dtype=self.dtype, param_dtype=self.param_dtype, name="conv1",
+                conv_general_dilated=cpu_conv.conv_general_dilated)(x)
     x = batch_norm(train, self.frozen_bn, self.bn_axis_name, dtype=self.dtype,
                    param_dtype=self.param_dtype, name="bn1")(x)
     x = max_pool_3x3_s2(nn.relu(x))

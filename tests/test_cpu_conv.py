@@ -1,0 +1,60 @@
+"""The CPU lowering for convolutions on tiny maps equals lax's own, outputs and gradients."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxposter.models import cpu_conv
+
+SHAPES = [  # (input H, W, Cin, Cout, kernel, stride, padding)
+    (3, 2, 16, 8, 3, 1, 1),  # a ResNet's last stage on 72x48 posters
+    (5, 3, 8, 16, 3, 2, 1),  # its strided entry (output 3x2)
+    (2, 2, 8, 8, 3, 1, 1),
+    (1, 1, 4, 4, 3, 1, 1),
+    (6, 2, 4, 6, 7, 2, 3),  # a stem-like kernel
+    (4, 3, 8, 8, 3, 1, 0),  # no padding
+]
+
+
+def _plain(x, k, stride, pad):
+  return lax.conv_general_dilated(x, k, (stride, stride), [(pad, pad)] * 2,
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("h, w, cin, cout, kernel, stride, pad", SHAPES)
+def test_patches_conv_equals_lax_in_outputs_and_gradients(h, w, cin, cout, kernel, stride, pad):
+  kx, kk, kg = jax.random.split(jax.random.key(h * 100 + w * 10 + kernel), 3)
+  x = jax.random.normal(kx, (3, h, w, cin))
+  k = jax.random.normal(kk, (kernel, kernel, cin, cout)) / np.sqrt(kernel * kernel * cin)
+  assert cpu_conv.takes_patches(x.shape, k.shape, (stride, stride), [(pad, pad)] * 2)
+  ours = cpu_conv.conv_general_dilated(x, k, (stride, stride), [(pad, pad)] * 2)
+  np.testing.assert_allclose(ours, _plain(x, k, stride, pad), rtol=1e-5, atol=1e-5)
+  g = jax.random.normal(kg, ours.shape)  # a random cotangent
+
+  def vjp(fn):
+    return jax.vjp(lambda a, b: fn(a, b), x, k)[1](g)
+
+  for a, b in zip(vjp(lambda a, b: cpu_conv.conv_general_dilated(a, b, (stride, stride),
+                                                                 [(pad, pad)] * 2)),
+                  vjp(lambda a, b: _plain(a, b, stride, pad))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_ordinary_maps_and_1x1_convs_stay_on_lax():
+  assert not cpu_conv.takes_patches((8, 36, 24, 32), (3, 3, 32, 32), (1, 1), [(1, 1)] * 2)
+  assert not cpu_conv.takes_patches((8, 3, 2, 64), (1, 1, 64, 64), (1, 1), [(0, 0)] * 2)
+  assert not cpu_conv.takes_patches((8, 3, 2, 64), (3, 3, 64, 64), (1, 1), "SAME")
+
+
+def test_a_flax_conv_through_it_has_the_same_parameters_and_outputs():
+  x = jax.random.normal(jax.random.key(0), (2, 3, 2, 8))
+  plain = nn.Conv(16, (3, 3), padding=1)
+  ours = nn.Conv(16, (3, 3), padding=1, conv_general_dilated=cpu_conv.conv_general_dilated)
+  variables = plain.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == \
+      jax.tree.map(jnp.shape, variables)
+  np.testing.assert_allclose(ours.apply(variables, x), plain.apply(variables, x),
+                             rtol=1e-5, atol=1e-5)
