@@ -62,6 +62,16 @@ class TrainLoop:
     self.state, metrics = self.exp.steps.train(self.state, self.batch, self.key)
     jax.block_until_ready((self.state, metrics))
 
+  def step_flops(self) -> float:
+    """FLOPs of one step on all devices together, from XLA's cost analysis of the compiled
+    step (after `step`, jit's cache hands back the executable that ran). Each device's
+    program covers its share of the batch, so its count times the device count."""
+    steps = self.exp.steps
+    compiled = steps._train.lower(self.state, steps._place_batch(self.batch), self.key).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per program
+    return float(cost["flops"]) * self.exp.mesh.size
+
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
   def line(cells):

@@ -1,0 +1,296 @@
+"""jaxposter's own jitted train step against PyTorch eager on the same architecture.
+
+  pip install -e '.[torch]'                      # the reference needs torch (CPU build)
+  python bench/bench_vs_torch.py                 # every model; long on 2 cores (DenseNet)
+  python bench/bench_vs_torch.py --models resnet18 custom_cnn --steps 20
+
+For each model, in one process:
+  - jax: `exp.steps.train` from `experiment.setup` (bench/_common.TrainLoop) on a fixed
+    random uint8 batch, the numpy batch placed on the devices each step. The CPU is split
+    into devices first as `launch.py` does it (jaxposter/runtime.py: one per core), so the
+    batch is split over them. The model's own config (configs/<name>.py) with the embedded
+    synthetic data set (its genres are the classes), no pretrained weights, "unit" input
+    scaling; `scratch` keeps its on-device augmentation and weight average (EMA), which the
+    torch step does not have (both are small next to the network).
+  - torch: the same architecture written below in plain eager torch (channels_last, the
+    config's dropout, Adam or AdamW as the config says, BCEWithLogitsLoss, train mode),
+    the same batch, uint8 -> float / 255 inside the step like jaxposter's.
+The two steps alternate (one each, `--warmup` rounds untimed, after one compiling jax step),
+so a drifting load hits both alike. Columns: images per second from the median step time;
+ratio = jax / torch; % of peak = the step's FLOPs (XLA's cost analysis of the compiled jax
+step, used for both) per second over the best of a few 2048x2048 float32 `torch.mm` with
+`--threads` threads. Parameter counts of the two models are printed and must agree.
+
+Recorded:
+
+  (to be filled in)
+"""
+
+import argparse
+import dataclasses
+import gc
+import os
+import sys
+import time
+
+try:
+  import torch
+  from torch import nn
+except ImportError:
+  sys.exit("bench_vs_torch needs torch: pip install -e '.[torch]'")
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from jaxposter import runtime  # pylint: disable=wrong-import-position  (imports no jax)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+  config: str  # configs/<config>.py
+  batch: int
+  size: tuple[int, int] | None = None  # (height, width); None: the config's
+  overrides: tuple = ()  # extra (dotted field, value) config overrides
+
+
+BENCHES = {
+    "resnet18": Bench("resnet18", 64, (144, 96)),
+    "resnet50": Bench("resnet50", 16, (224, 224)),
+    "densenet121": Bench("densenet201", 16, (224, 224), (("model.name", "densenet121"),)),
+    "custom_cnn": Bench("custom_cnn", 16, (268, 182)),
+    "scratch": Bench("scratch", 64),
+}
+
+
+# ---- the PyTorch reference models (torchvision's layouts, NCHW modules on channels_last) ----
+
+def conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+  return nn.Conv2d(cin, cout, kernel, stride, padding=(kernel - 1) // 2, bias=False)
+
+
+class ResBlock(nn.Module):
+  """torchvision's BasicBlock (two 3x3) or Bottleneck (1x1, 3x3 with the stride: v1.5, 1x1 x4)."""
+
+  def __init__(self, cin: int, planes: int, stride: int, bottleneck: bool):
+    super().__init__()
+    out = planes * 4 if bottleneck else planes
+    shapes = ([(cin, planes, 1, 1), (planes, planes, 3, stride), (planes, out, 1, 1)]
+              if bottleneck else [(cin, planes, 3, stride), (planes, planes, 3, 1)])
+    self.convs = nn.ModuleList(conv(*s) for s in shapes)
+    self.bns = nn.ModuleList(nn.BatchNorm2d(s[1]) for s in shapes)
+    self.downsample = (None if stride == 1 and cin == out
+                       else nn.Sequential(conv(cin, out, 1, stride), nn.BatchNorm2d(out)))
+    self.out = out
+
+  def forward(self, x):
+    y = x
+    for i, (c, bn) in enumerate(zip(self.convs, self.bns)):
+      y = bn(c(y))
+      y = torch.relu(y) if i < len(self.convs) - 1 else y
+    return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+def resnet(bottleneck: bool, stage_sizes, num_classes: int, dropout_rate: float,
+           num_filters: int = 64, zero_init_residual: bool = False) -> nn.Module:
+  layers = [conv(3, num_filters, 7, 2), nn.BatchNorm2d(num_filters), nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1)]
+  cin = num_filters
+  for i, n_blocks in enumerate(stage_sizes):
+    for j in range(n_blocks):
+      layers.append(ResBlock(cin, num_filters * 2**i, 2 if i > 0 and j == 0 else 1, bottleneck))
+      cin = layers[-1].out
+      if zero_init_residual:
+        nn.init.zeros_(layers[-1].bns[-1].weight)
+  layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout_rate),
+             nn.Linear(cin, num_classes)]
+  return nn.Sequential(*layers)
+
+
+class DenseBlock(nn.Module):
+  """Each layer: concat - BN - ReLU - conv1x1 (bn_size x growth) - BN - ReLU - conv3x3 (growth)."""
+
+  def __init__(self, n_layers: int, cin: int, growth: int, bn_size: int):
+    super().__init__()
+    mid = bn_size * growth
+    self.layers = nn.ModuleList(
+        nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True), conv(c, mid, 1),
+                      nn.BatchNorm2d(mid), nn.ReLU(inplace=True), conv(mid, growth, 3))
+        for c in range(cin, cin + n_layers * growth, growth))
+
+  def forward(self, x):
+    features = [x]
+    for layer in self.layers:
+      features.append(layer(torch.cat(features, 1)))
+    return torch.cat(features, 1)
+
+
+def densenet(block_config, num_classes: int, dropout_rate: float, growth_rate: int = 32,
+             num_init_features: int = 64, bn_size: int = 4) -> nn.Module:
+  c = num_init_features
+  layers = [conv(3, c, 7, 2), nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+  for i, n_layers in enumerate(block_config):
+    layers.append(DenseBlock(n_layers, c, growth_rate, bn_size))
+    c += n_layers * growth_rate
+    if i != len(block_config) - 1:  # transition
+      layers += [nn.BatchNorm2d(c), nn.ReLU(inplace=True), conv(c, c // 2, 1), nn.AvgPool2d(2)]
+      c //= 2
+  layers += [nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+             nn.Dropout(dropout_rate), nn.Linear(c, num_classes)]
+  return nn.Sequential(*layers)
+
+
+def paper_cnn(num_classes: int, dropout_rate: float, features=(64, 128, 256),
+              hidden: int = 4096, pool_size: int = 7) -> nn.Module:
+  layers, cin = [], 3
+  for i, f in enumerate(features):
+    layers += [nn.Conv2d(cin, f, 3, padding=1), nn.ReLU(inplace=True)]
+    layers += [nn.MaxPool2d(2)] if i < len(features) - 1 else []
+    cin = f
+  layers += [nn.AdaptiveAvgPool2d(pool_size), nn.Flatten()]
+  for fan_in in (cin * pool_size**2, hidden):
+    layers += [nn.Linear(fan_in, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout_rate)]
+  layers.append(nn.Linear(hidden, num_classes))
+  return nn.Sequential(*layers)
+
+
+RESNETS = {"resnet18": (False, (2, 2, 2, 2)), "resnet34": (False, (3, 4, 6, 3)),
+           "resnet50": (True, (3, 4, 6, 3)), "resnet101": (True, (3, 4, 23, 3))}
+DENSENETS = {"densenet121": (6, 12, 24, 16), "densenet169": (6, 12, 32, 32),
+             "densenet201": (6, 12, 48, 32)}
+
+
+def torch_model(name: str, num_classes: int, dropout_rate: float, kwargs: dict) -> nn.Module:
+  """The torch twin of jaxposter's `name` with the config's `model.kwargs`."""
+  if name == "custom_cnn":
+    return paper_cnn(num_classes, dropout_rate, **kwargs)
+  if name in DENSENETS:
+    return densenet(DENSENETS[name], num_classes, dropout_rate, **kwargs)
+  bottleneck, stage_sizes = RESNETS[name]
+  kwargs = {"stage_sizes": stage_sizes, **kwargs}
+  return resnet(bottleneck, num_classes=num_classes, dropout_rate=dropout_rate, **kwargs)
+
+
+class TorchLoop:
+  """An eager torch train step on the jax side's batch (NHWC uint8 is channels_last NCHW)."""
+
+  def __init__(self, model: nn.Module, batch: dict, optimizer):
+    self.model = model.to(memory_format=torch.channels_last).train()
+    self.images = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous(
+        memory_format=torch.channels_last)
+    self.labels = torch.from_numpy(batch["label"]).float()
+    kwargs = dict(lr=optimizer.learning_rate, betas=(optimizer.b1, optimizer.b2))
+    if optimizer.name == "adamw":
+      self.opt = torch.optim.AdamW(model.parameters(), weight_decay=optimizer.weight_decay,
+                                   **kwargs)
+    else:
+      self.opt = torch.optim.Adam(model.parameters(), **kwargs)
+    self.loss = nn.BCEWithLogitsLoss()
+
+  def step(self) -> None:
+    x = self.images.float().div_(255.0)  # normalised in the step, as jaxposter does on device
+    loss = self.loss(self.model(x), self.labels)
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    self.opt.step()
+
+
+# ---- measuring ----------------------------------------------------------------------------
+
+def matmul_peak(repeats: int = 5, n: int = 2048) -> float:
+  """GFLOP/s of the best of `repeats` n x n float32 torch.mm (after one untimed)."""
+  a, b = torch.randn(n, n), torch.randn(n, n)
+  torch.mm(a, b)
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    torch.mm(a, b)
+    best = min(best, time.perf_counter() - start)
+  return 2 * n**3 / best / 1e9
+
+
+def jax_loop(common, bench: Bench):
+  """bench/_common.TrainLoop on the bench's config, synthetic data, no pretrained weights."""
+  overrides = {"data.name": "synthetic_posters", "model.pretrained": "",
+               "data.normalization": "unit", **dict(bench.overrides)}
+  if bench.size:
+    overrides["data.image_height"], overrides["data.image_width"] = bench.size
+  return common.TrainLoop(common.load_config(bench.config, overrides), bench.batch)
+
+
+def count_params(loop, model: nn.Module) -> tuple[int, int]:
+  import jax  # pylint: disable=import-outside-toplevel
+  return (sum(x.size for x in jax.tree.leaves(loop.state.params)),
+          sum(p.numel() for p in model.parameters()))
+
+
+def run_model(common, name: str, args) -> dict:
+  """One row: both loops built, one compiling jax step, then the interleaved medians."""
+  bench = BENCHES[name]
+  jloop = jax_loop(common, bench)
+  config = jloop.exp.config
+  model = torch_model(config.model.name, len(jloop.exp.genres), config.model.dropout_rate,
+                      config.model.kwargs.to_dict())
+  tloop = TorchLoop(model, jloop.batch, config.optimizer)
+  params = count_params(jloop, model)
+  start = time.perf_counter()
+  jloop.step()  # compiles (or loads from the compilation cache)
+  compile_s = time.perf_counter() - start
+  flops = jloop.step_flops()
+  jax_s, torch_s = common.medians([jloop.step, tloop.step], args.steps, args.warmup)
+  return {"name": name, "geom": (config.data.image_height, config.data.image_width),
+          "batch": bench.batch, "classes": len(jloop.exp.genres), "params": params,
+          "flops": flops, "compile_s": compile_s, "jax_s": jax_s, "torch_s": torch_s}
+
+
+def table_row(r: dict, peak: float) -> list:
+  h, w = r["geom"]
+  jax_ips, torch_ips = r["batch"] / r["jax_s"], r["batch"] / r["torch_s"]
+
+  def share(seconds):
+    return f"{100 * r['flops'] / seconds / 1e9 / peak:.0f}%"
+
+  return [r["name"], f"{h}x{w}, {r['batch']}", f"{jax_ips:.1f}", f"{torch_ips:.1f}",
+          f"{jax_ips / torch_ips:.2f}", share(r["jax_s"]), share(r["torch_s"])]
+
+
+def describe(r: dict) -> str:
+  jax_n, torch_n = r["params"]
+  same = "equal" if jax_n == torch_n else f"MISMATCH: torch {torch_n:,}"
+  return (f"{r['name']}: {jax_n:,} params (jax; torch {same}), {r['classes']} classes, "
+          f"{r['flops'] / 1e9:.1f} GFLOP/step, jax compile {r['compile_s']:.0f} s, "
+          f"median step jax {r['jax_s']:.3f} s, torch {r['torch_s']:.3f} s")
+
+
+def parse_args():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--models", nargs="+", default=list(BENCHES), choices=list(BENCHES))
+  parser.add_argument("--steps", type=int, default=10, help="timed steps of each, interleaved")
+  parser.add_argument("--warmup", type=int, default=1,
+                      help="untimed interleaved rounds after the compiling jax step")
+  parser.add_argument("--threads", type=int, default=runtime.usable_cores(),
+                      help="torch threads (default: the usable cores)")
+  return parser.parse_args()
+
+
+def main():
+  args = parse_args()
+  # As launch.py does it, before jax is imported: one CPU device per core dividing the batches.
+  runtime.configure(0, tuple(BENCHES[m].batch for m in args.models), runtime.DEFAULT_CACHE)
+  import jax  # pylint: disable=import-outside-toplevel
+  import _common  # pylint: disable=import-outside-toplevel  (imports jax)
+  torch.set_num_threads(args.threads)
+  peak = matmul_peak()
+  rows = []
+  for name in args.models:
+    rows.append(run_model(_common, name, args))
+    print(f"{name} done", file=sys.stderr, flush=True)
+    gc.collect()
+  print(f"jax {jax.__version__} on {jax.device_count()} CPU devices; torch {torch.__version__} "
+        f"with {args.threads} threads; f32 matmul peak {peak:.0f} GFLOP/s (best torch.mm "
+        f"2048x2048); median of {args.steps} interleaved steps after {args.warmup} warm-up")
+  print("\n".join(describe(r) for r in rows) + "\n")
+  print(_common.markdown_table(
+      ["model", "input, batch", "jax img/s", "torch img/s", "ratio", "jax % of peak",
+       "torch % of peak"], [table_row(r, peak) for r in rows]))
+
+
+if __name__ == "__main__":
+  main()
