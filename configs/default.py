@@ -104,6 +104,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.threshold = "global"  # decision threshold for predict: "fixed" (0.5), "global", "per_genre"
 
   c.num_epochs = 10
+  c.test_every_epoch = False  # score the test split after every epoch, not only the last
   c.batch_size = 64  # global: split over all devices of all hosts
   c.eval_batch_size = 64
   c.parallelism = "jit"

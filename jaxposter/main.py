@@ -167,7 +167,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tuned = thresholds.tune(*val_out[:2])  # on validation only; the test split never tunes
     last_tuned = tuned
     val = evaluate.score(*val_out, exp.genres, tuned)
-    test = evaluate.evaluate_split(exp, state, "test", tuned)
+    test = (evaluate.evaluate_split(exp, state, "test", tuned)
+            if config.test_every_epoch or epoch == config.num_epochs else None)
     exp.checkpoints.save(step, exp.steps.unplace_state(state),
                          _meta(exp, epoch, val, test, tuned), checkpoint.checkpoint_metrics(val))
     record = {"epoch": epoch, "step": step, "train": train_m, "validation": val, "test": test}

@@ -40,12 +40,16 @@ def _tuned_rows(result: dict):
     yield "@genre", tuned["per_genre"]
 
 
-def epoch_line(epoch: int, num_epochs: int, train: dict, val: dict, test: dict) -> str:
+def epoch_line(epoch: int, num_epochs: int, train: dict, val: dict, test: dict | None) -> str:
+  """One line per epoch; the test split only where it was scored (the last epoch, unless
+  `test_every_epoch`), the constant predictor on the split shown last."""
+  line = (f"epoch {epoch}/{num_epochs}: train loss {train['loss']:.4f} OF1 {train['OF1']:.4f} | "
+          f"val loss {val['loss']:.4f} OF1 {val['OF1']:.4f} mAP {val['mAP']:.4f}")
+  if test is None:
+    return line + f" | val constant OF1 {val['constant_OF1']:.4f}"
   tuned = test.get("tuned", {}).get("global")
   at_t = f" (@{tuned['threshold']:.2f}: {tuned['OF1']:.4f})" if tuned else ""
-  return (f"epoch {epoch}/{num_epochs}: train loss {train['loss']:.4f} OF1 {train['OF1']:.4f} | "
-          f"val loss {val['loss']:.4f} OF1 {val['OF1']:.4f} mAP {val['mAP']:.4f} | "
-          f"test OF1 {test['OF1']:.4f}{at_t} mAP {test['mAP']:.4f} "
+  return (line + f" | test OF1 {test['OF1']:.4f}{at_t} mAP {test['mAP']:.4f} "
           f"| constant OF1 {test['constant_OF1']:.4f}")
 
 

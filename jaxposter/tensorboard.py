@@ -26,7 +26,7 @@ def flatten(record: dict, prefix: str = "") -> dict[str, float]:
 
 def scalars(record: dict) -> dict[str, float]:
   """The tags and values `write_epoch` writes: every finite number under train/validation/test."""
-  return {tag: v for split in SPLITS if split in record
+  return {tag: v for split in SPLITS if record.get(split)
           for tag, v in flatten(record[split], f"{split}/").items() if math.isfinite(v)}
 
 

@@ -31,6 +31,7 @@ def train(model: str, lr: str, epochs: int, root: str, sets: list[str]) -> str:
   args = [sys.executable, os.path.join(ROOT, "launch.py"), "--config",
           os.path.join(ROOT, "configs", f"{model}.py"), "--workdir", workdir,
           f"--config.optimizer.learning_rate={lr}", f"--config.num_epochs={epochs}",
+          "--config.test_every_epoch=True",  # the grid reports test metrics at several epochs
           *[f"--config.{s}" for s in sets]]
   print("$", " ".join(args[1:]), flush=True)
   subprocess.run(args, check=True)

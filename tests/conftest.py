@@ -19,6 +19,7 @@ TINY = {
     "data.image_height": 32, "data.image_width": 24,
     "model.kwargs.features": (4, 8, 8), "model.kwargs.hidden": 16,
     "batch_size": 16, "eval_batch_size": 16, "num_epochs": 2, "progress_bar": False,
+    "test_every_epoch": True,  # tests compare per-epoch test metrics across runs
 }
 
 

@@ -154,3 +154,13 @@ def test_checkpoint_from_another_config_is_refused(trained, tiny_data_dir):
   assert "model.kwargs" in proc.stderr
   with open(os.path.join(workdir, "config.json")) as f:  # left as it was
     assert json.load(f)["model"]["kwargs"]["hidden"] == 16
+
+
+def test_the_test_split_is_scored_once_by_default(tiny_data_dir, tmp_path):
+  workdir = str(tmp_path / "once")
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                  *tiny_overrides(tiny_data_dir, test_every_epoch=False)])
+  log = _log(workdir)
+  assert [r["test"] is None for r in log] == [True, False]  # only after the last epoch
+  assert log[-1]["test"]["num_examples"] == 37
+  assert "epoch 1/2:" in proc.stdout and "val constant OF1" in proc.stdout
