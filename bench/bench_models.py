@@ -4,8 +4,8 @@ Each configuration runs in its own subprocess (so peak RSS is its own): a jit'd
 step (forward, sigmoid BCE, backward, optax Adam, BatchNorm stats) at batch 16,
 224x224, float32 by default. Prints a table; never a timed test.
 
-  nice /work/venv/bin/python bench/bench_models.py            # ~15 min on 2 cores
-  nice /work/venv/bin/python bench/bench_models.py --configs resnet18 --steps 3
+  nice python bench/bench_models.py            # ~15 min on 2 cores
+  nice python bench/bench_models.py --configs resnet18 --steps 3
 
 Columns: compile = lower + compile of the train step; step = median wall time of
 ``--steps`` steps after one warm-up; XLA temp = ``memory_analysis()`` scratch

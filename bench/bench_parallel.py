@@ -1,6 +1,6 @@
 """jit vs pmap on 8 forced CPU devices: step time, and the share spent outside the compiled step.
 
-  cd /work/main && nice -n 10 /work/venv/bin/python bench/bench_parallel.py   # ~2.5 min
+  nice -n 10 python bench/bench_parallel.py   # ~2.5 min
 
 For each mode (`config.parallelism`) and small model, on one fixed random uint8 batch
 (`--batch`, global, split over the 8 devices) of the synthetic data set's shape:

@@ -1,6 +1,6 @@
 """Input pipeline vs train step on the real posters: can the pipeline ever starve training?
 
-  cd /work/main && nice -n 10 /work/venv/bin/python bench/bench_pipeline.py   # ~4 min
+  nice -n 10 python bench/bench_pipeline.py --manual_dir /path/to/moviegenre   # ~4 min
 
 Builds `movie_posters` through the project's own code (configs/custom_cnn.py with
 `data.manual_dir` / `data.data_dir`; cached after the first ~5 s build) and prints images/s,
@@ -26,6 +26,8 @@ decode alone 1588 / 669; train step custom_cnn 2.8 / 2.9, narrow 11.8 / 12.5, re
 
 import argparse
 import functools
+import os
+import tempfile
 
 import numpy as np
 
@@ -56,8 +58,9 @@ def decode_only(source, geom, args) -> None:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--manual_dir", default="/work/shared/data/moviegenre-dev")
-  parser.add_argument("--data_dir", default="/tmp/tfds_bench")
+  parser.add_argument("--manual_dir", required=True,
+                      help="a folder with MovieGenre.csv and posters/ (real posters)")
+  parser.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "tfds_bench"))
   parser.add_argument("--sizes", nargs="+", default=["268x182", "224x224"], help="HxW")
   parser.add_argument("--batch", type=int, default=64, help="pipeline batch")
   parser.add_argument("--threads", type=int, nargs="+", default=[0, 1, 2, 4])

@@ -5,8 +5,7 @@ go through torch in a torch venv; the state dicts are converted with
 ``jaxposter.models.torchvision.convert_state_dict`` and the Flax eval-mode logits
 compared. DenseNet keys are saved old-style (``norm.1``) like the published files.
 
-  nice /work/venv/bin/python scripts/check_full_size_parity.py \
-      --torch-python /work/venv-torch/bin/python
+  nice python scripts/check_full_size_parity.py --torch-python ../venv-torch/bin/python
 
 Takes about a minute on a 2-core CPU. Random bottleneck ResNets have large
 logits (no zero-init residual), so compare the relative column to float32 eps.
@@ -79,7 +78,7 @@ def check_jax(in_dir: str, names) -> None:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--torch-python", default="/work/venv-torch/bin/python",
+  parser.add_argument("--torch-python", required=True,
                       help="a python with torch + torchvision (the torch side runs there)")
   parser.add_argument("--models", nargs="+", default=list(NAMES))
   parser.add_argument("--dump", help=argparse.SUPPRESS)  # internal: torch side

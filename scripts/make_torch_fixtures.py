@@ -2,9 +2,9 @@
 
 Needs torch + torchvision (not jaxposter), e.g. in a separate venv:
 
-  python3 -m venv /work/venv-torch
-  /work/venv-torch/bin/pip install torch==2.14.1 torchvision==0.29.1 numpy
-  /work/venv-torch/bin/python scripts/make_torch_fixtures.py
+  python3 -m venv ../venv-torch      # a separate venv: torchvision needs its own torch
+  ../venv-torch/bin/pip install torch==2.14.1 torchvision==0.29.1 numpy
+  ../venv-torch/bin/python scripts/make_torch_fixtures.py
 
 torchvision's ResNet hard-codes widths 64..512 (several MB of weights even with one
 block per stage), so the ResNets here subclass it with every width divided by
