@@ -34,15 +34,23 @@ def from_counts(tp, pred, pos) -> dict[str, float]:
           "CP": float(cp), "CR": float(cr), "CF1": float(_f1(cp, cr))}
 
 
+def pr_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Recall and precision at every distinct threshold, from (0, 1) down to the lowest;
+  tied scores enter together. The PR plots draw these points."""
+  order = np.argsort(-scores, kind="stable")
+  s, y = scores[order], labels[order].astype(bool)
+  last_of_ties = np.r_[s[1:] != s[:-1], True]
+  tp, seen = np.cumsum(y)[last_of_ties], np.arange(1, len(y) + 1)[last_of_ties]
+  return np.r_[0.0, tp / y.sum()], np.r_[1.0, tp / seen]
+
+
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-  """Mean of the precision at the rank of each positive (ties broken pessimistically)."""
-  labels = labels.astype(bool)
-  if not labels.any():
+  """The area under the step PR curve of `pr_points`: sum of recall gains times precision
+  (sklearn's definition). Without ties, the mean precision at each positive's rank."""
+  if not labels.astype(bool).any():
     return float("nan")
-  order = np.lexsort((labels, -scores))  # by score desc; on ties, negatives first
-  hits = labels[order]
-  precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-  return float(precision_at[hits].mean())
+  recall, precision = pr_points(scores, labels)
+  return float(np.sum(np.diff(recall) * precision[1:]))
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -76,15 +76,6 @@ def training_curves(records: list[dict], path: str, title: str = "Training curve
   _save(fig, path)
 
 
-def _pr_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Recall and precision at every distinct threshold, from (0, 1) down to the lowest."""
-  order = np.argsort(-scores, kind="stable")
-  s, y = scores[order], labels[order].astype(bool)
-  last_of_ties = np.r_[s[1:] != s[:-1], True]
-  tp, seen = np.cumsum(y)[last_of_ties], np.arange(1, len(y) + 1)[last_of_ties]
-  return np.r_[0.0, tp / y.sum()], np.r_[1.0, tp / seen]
-
-
 def pr_curves(probs: np.ndarray, labels: np.ndarray, genres: list[str], path: str,
               title: str = "Precision-recall per genre") -> None:
   """One precision-recall curve per genre (AP in the legend), prevalence dotted beneath."""
@@ -102,7 +93,7 @@ def pr_curves(probs: np.ndarray, labels: np.ndarray, genres: list[str], path: st
       ax.plot([], [], color=MUTED, linestyle="none", marker="x",
               label=f"{genre}: no positives, skipped")
       continue
-    recall, precision = _pr_points(probs[:, k], labels[:, k])
+    recall, precision = metrics.pr_points(probs[:, k], labels[:, k])
     ap, prevalence = metrics.average_precision(probs[:, k], labels[:, k]), labels[:, k].mean()
     ax.plot(recall, precision, drawstyle="steps-post", color=colour, linewidth=1.8,
             label=f"{genre}: AP {ap:.3f} (prevalence {prevalence:.3f})")

@@ -61,11 +61,17 @@ def test_pr_curves_png_and_points(tmp_path, split):
   _, labels, probs = split
   plots.pr_curves(probs, labels, GENRES, str(tmp_path / "sub" / "pr.png"))
   assert_png(tmp_path / "sub" / "pr.png")
-  # The step curve's area is the AP of jaxposter.metrics (scores here have no ties).
-  recall, precision = plots._pr_points(probs[:, 0], labels[:, 0])
-  assert recall[-1] == 1 and precision[-1] == pytest.approx(labels[:, 0].mean())
-  area = float(np.sum(np.diff(recall) * precision[1:]))
-  assert area == pytest.approx(metrics.average_precision(probs[:, 0], labels[:, 0]))
+  # The plotted step curve's area is the reported AP, with tied scores too.
+  tied = np.round(probs[:, 0], 1)
+  assert len(np.unique(tied)) < len(tied)
+  for scores in (probs[:, 0], tied):
+    recall, precision = metrics.pr_points(scores, labels[:, 0])
+    assert recall[-1] == 1 and precision[-1] == pytest.approx(labels[:, 0].mean())
+    area = float(np.sum(np.diff(recall) * precision[1:]))
+    assert area == pytest.approx(metrics.average_precision(scores, labels[:, 0]))
+    reported = metrics.evaluate(np.stack([scores] * 2, 1), np.repeat(labels[:, :1], 2, axis=1),
+                                GENRES[:2])["per_genre"][GENRES[0]]["AP"]
+    assert area == pytest.approx(reported)
 
 
 def test_poster_grid_png(tmp_path, split):
