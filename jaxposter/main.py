@@ -136,10 +136,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         num_threads=config.data.num_threads, prefetch=config.data.prefetch)
     bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch}/{config.num_epochs}",
                disable=not (config.progress_bar and report.is_chief()), leave=False)
-    total, seen, start = None, 0, time.perf_counter()
+    total, seen, start, in_flight = None, 0, time.perf_counter(), None
     for batch in batches:
       state, m = exp.steps.train(state, batch, key)
       total = train.sum_metrics(total, m)
+      if in_flight is not None:  # one step queued ahead: the bar counts finished steps
+        jax.block_until_ready(in_flight)
+      in_flight = m
       step, seen = step + 1, seen + config.batch_size
       bar.update()
       every = config.checkpoint.every_steps
@@ -150,6 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         exp.checkpoints.wait() if _SIGKILL_AFTER_SAVE else None
         os.kill(os.getpid(), signal.SIGKILL)
       if step % config.log_every_steps == 0:
+        _check_finite(total, step, epoch, config)
         loss = float(m["loss_sum"] / m["count"])
         rate = seen / (time.perf_counter() - start)
         bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
@@ -157,10 +161,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           print(f"  step {step} (epoch {epoch}, {step - (epoch - 1) * steps_per_epoch}/"
                 f"{steps_per_epoch}): loss {loss:.4f}, {rate:.1f} images/s", flush=True)
     bar.close()
+    _check_finite(total, step, epoch, config)
     train_m = train.summarize_train(total)
-    if int(total["nonfinite"]):
-      raise UserError(f"the loss became NaN/inf during epoch {epoch}; lower "
-                      f"--config.optimizer.learning_rate (now {config.optimizer.learning_rate})")
     train_m["seconds"] = time.perf_counter() - start
     train_m["images_per_s"] = seen / train_m["seconds"]
     val_out = evaluate.predict_source(exp, state, exp.source("validation"))
@@ -189,6 +191,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       print(f"Best {_best_line(exp.checkpoints)}; evaluate it with: "
             f"python launch.py --workdir {workdir} --mode eval", flush=True)
   return test
+
+
+def _check_finite(total: dict, step: int, epoch: int, config: ml_collections.ConfigDict) -> None:
+  """Stops at the first log step (or epoch end) after the loss went NaN/inf."""
+  if int(total["nonfinite"]):
+    raise UserError(f"the loss became NaN/inf by step {step} (epoch {epoch}); lower "
+                    f"--config.optimizer.learning_rate (now {config.optimizer.learning_rate})")
 
 
 def _best_line(ckpts: checkpoint.Checkpoints) -> str:

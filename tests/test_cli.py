@@ -164,3 +164,13 @@ def test_the_test_split_is_scored_once_by_default(tiny_data_dir, tmp_path):
   assert [r["test"] is None for r in log] == [True, False]  # only after the last epoch
   assert log[-1]["test"]["num_examples"] == 37
   assert "epoch 1/2:" in proc.stdout and "val constant OF1" in proc.stdout
+
+
+def test_a_diverging_run_stops_at_a_log_step(tiny_data_dir, tmp_path):
+  workdir = str(tmp_path / "nan")
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                  *tiny_overrides(tiny_data_dir, optimizer__learning_rate=1e30,
+                                  log_every_steps=2)], check=False)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert "NaN/inf by step 2 (epoch 1)" in proc.stderr  # the first log step, not the epoch's end
+  assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
