@@ -174,3 +174,20 @@ def test_a_diverging_run_stops_at_a_log_step(tiny_data_dir, tmp_path):
   assert proc.returncode == 2 and "Traceback" not in proc.stderr
   assert "NaN/inf by step 2 (epoch 1)" in proc.stderr  # the first log step, not the epoch's end
   assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+
+
+def test_the_recipe_ingredients_end_to_end(tiny_data_dir, tmp_path):
+  """Crops, jitter, mixup, label smoothing, AdamW + cosine, EMA and flip TTA through train
+  and eval (on a model without BatchNorm): eval of the last checkpoint reproduces the test
+  metrics logged in training, both scoring the moving average with TTA."""
+  workdir = str(tmp_path / "recipe")
+  run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+           *tiny_overrides(tiny_data_dir, data__crop_min_area=0.5, augment__brightness=0.2,
+                           augment__saturation=0.2, augment__mixup_alpha=0.2,
+                           loss__label_smoothing=0.1, ema_decay=0.9, tta_flip=True,
+                           optimizer__name="adamw", optimizer__weight_decay=0.05,
+                           schedule__name="cosine", schedule__warmup_epochs=0.5)])
+  logged = _log(workdir)[-1]
+  step, result = _eval(workdir, "--step", str(logged["step"]))
+  for k in ("OF1", "mAP", "ROC_AUC", "loss"):
+    assert result[k] == pytest.approx(logged["test"][k], rel=1e-5, abs=1e-6), k

@@ -55,7 +55,7 @@ def _steps(exp, state, n=2):
   return state, losses
 
 
-@pytest.mark.parametrize("config_file", ["demo.py", "custom_cnn.py", "resnet18.py",
+@pytest.mark.parametrize("config_file", ["demo.py", "custom_cnn.py", "resnet18.py", "scratch.py",
                                          "resnet50.py", "densenet201.py"])
 def test_config_trains(config_file, tiny_data_dir, tmp_path):
   config = tiny(config_file, tiny_data_dir)
