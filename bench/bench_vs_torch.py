@@ -21,9 +21,19 @@ ratio = jax / torch; % of peak = the step's FLOPs (XLA's cost analysis of the co
 step, used for both) per second over the best of a few 2048x2048 float32 `torch.mm` with
 `--threads` threads. Parameter counts of the two models are printed and must agree.
 
-Recorded:
+Recorded 2026-11-24, 2-core AMD EPYC (Zen 4), quiet, 8 classes (synthetic posters),
+`python bench/bench_vs_torch.py --models resnet18 custom_cnn resnet50 scratch --steps 8`;
+"1 device" ran with XLA_FLAGS=--xla_force_host_platform_device_count=1 (as before
+jaxposter split the CPU), "2 devices" as launch.py runs it now. jax / torch images/s:
 
-  (to be filled in)
+  | model | input, batch | 1 device | 2 devices | torch eager | ratio 1 -> 2 devices |
+  | resnet18 | 144x96, 64 | 32.0 | 35.2 | 55.4 / 51.9 | 0.58 -> 0.68 |
+  | custom_cnn | 268x182, 16 | 4.4 | 4.3 | 8.3 / 8.7 | 0.54 -> 0.49 |
+  | resnet50 | 224x224, 16 | 1.8 | 2.9 | 5.3 / 6.3 | 0.35 -> 0.46 |
+  | scratch | 72x48, 64 | 438.6 | 726.0 | 806.3 / 1120.5 | 0.54 -> 0.65 |
+
+  The scratch row has models/cpu_conv.py in both columns; without it its last stage (3x2
+  maps) is ~3x slower (bench/bench_conv.py). Torch's step here has no EMA or augmentation.
 """
 
 import argparse
