@@ -9,8 +9,9 @@ pipeline, where it is a cheap by-product of resizing (`jaxposter.data.pipeline`)
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-_LUMA = jnp.asarray([0.299, 0.587, 0.114])
+_LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)  # numpy: importing must not start a backend
 
 
 def _factors(key: jax.Array, n: int, strength: float) -> jax.Array:

@@ -185,10 +185,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f"{workdir} already holds a run of {config.num_epochs} epochs; nothing to train. "
           "Evaluate it with --mode eval, or raise --config.num_epochs.", flush=True)
     return {}
+  # Every process reads the best checkpoint's record: Orbax restores in lockstep.
+  best = _best_line(exp.checkpoints) if exp.checkpoints.best_step() is not None else None
   if report.is_chief():
     print(report.table(test, f"Test metrics after epoch {config.num_epochs}"), flush=True)
-    if exp.checkpoints.best_step() is not None:
-      print(f"Best {_best_line(exp.checkpoints)}; evaluate it with: "
+    if best:
+      print(f"Best {best}; evaluate it with: "
             f"python launch.py --workdir {workdir} --mode eval", flush=True)
   return test
 
@@ -230,8 +232,10 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
                                  best_metric=config.checkpoint.best_metric)
   if step is None:
     step = saved.best_step() or saved.latest_step()
-    if report.is_chief() and step == saved.best_step():
-      print(f"{workdir}: the best checkpoint, {_best_line(saved)}", flush=True)
+    if step == saved.best_step():
+      best = _best_line(saved)  # on every process: Orbax restores in lockstep
+      if report.is_chief():
+        print(f"{workdir}: the best checkpoint, {best}", flush=True)
   elif step not in saved.steps():
     raise UserError(f"no checkpoint at step {step} in {workdir}; available: {sorted(saved.steps())}")
   genres = None if with_data else saved.restore_meta(step)["genres"]
