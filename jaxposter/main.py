@@ -83,8 +83,8 @@ def _summary(result: dict | None) -> dict | None:
   return None if result is None else {k: v for k, v in result.items() if k != "per_genre"}
 
 
-def _restore(exp, step: int, steps_per_epoch: int):
-  meta = exp.checkpoints.restore_meta(step)
+def _restore(exp, step: int, steps_per_epoch: int, meta: dict | None = None):
+  meta = meta or exp.checkpoints.restore_meta(step)
   check_compatible(meta, exp.config, exp.genres, exp.workdir)
   return exp.checkpoints.restore(step, exp.new_state(steps_per_epoch)), meta
 
@@ -202,10 +202,10 @@ def _check_finite(total: dict, step: int, epoch: int, config: ml_collections.Con
                     f"--config.optimizer.learning_rate (now {config.optimizer.learning_rate})")
 
 
-def _best_line(ckpts: checkpoint.Checkpoints) -> str:
-  """'by validation mAP 0.4281 at epoch 13 (step 871)'."""
+def _best_line(ckpts: checkpoint.Checkpoints, meta: dict | None = None) -> str:
+  """'by validation mAP 0.4281 at epoch 13 (step 871)'; `meta`: the best step's, if read."""
   step = ckpts.best_step()
-  meta = ckpts.restore_meta(step)
+  meta = meta or ckpts.restore_meta(step)
   return (f"by {checkpoint.describe_best(ckpts.best_metric, meta.get('validation'))} "
           f"at epoch {meta['epoch']} (step {step})")
 
@@ -230,17 +230,16 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
   config = config or load_workdir_config(workdir)
   saved = checkpoint.Checkpoints(ckpt_dir, read_only=True,
                                  best_metric=config.checkpoint.best_metric)
-  if step is None:
-    step = saved.best_step() or saved.latest_step()
-    if step == saved.best_step():
-      best = _best_line(saved)  # on every process: Orbax restores in lockstep
-      if report.is_chief():
-        print(f"{workdir}: the best checkpoint, {best}", flush=True)
-  elif step not in saved.steps():
+  if step is not None and step not in saved.steps():
     raise UserError(f"no checkpoint at step {step} in {workdir}; available: {sorted(saved.steps())}")
-  genres = None if with_data else saved.restore_meta(step)["genres"]
+  chosen = step is None
+  step = step if step is not None else saved.best_step() or saved.latest_step()
+  meta = saved.restore_meta(step)  # read once, on every process (Orbax restores in lockstep)
+  if chosen and step == saved.best_step() and report.is_chief():
+    print(f"{workdir}: the best checkpoint, {_best_line(saved, meta)}", flush=True)
+  genres = None if with_data else meta["genres"]
   exp = setup(config, workdir, read_only=True, genres=genres, checkpoints=saved)
-  state, meta = _restore(exp, step, exp.steps_per_epoch())
+  state, meta = _restore(exp, step, exp.steps_per_epoch(), meta)
   return Member(workdir, exp, exp.steps.place_state(state), meta, step)
 
 
