@@ -173,3 +173,19 @@ def test_remat_matches_no_remat_outputs_and_grads(frozen_bn):
   # float32 sums in another order: compare each leaf relative to its own scale
   jax.tree.map(lambda a, b: np.testing.assert_allclose(
       a, b, rtol=0, atol=1e-7 + 1e-4 * float(np.abs(b).max())), (g1, s1), (g2, s2))
+
+
+def test_custom_cnn_batchnorm_gap_variant():
+  """The compact CNN: conv-BN-ReLU x2 per stage, global average pool, one linear head."""
+  model = models.create_model("custom_cnn", num_classes=5, features=(4, 8), hidden=0,
+                              batch_norm=True, convs_per_stage=2, dropout_rate=0.0)
+  variables = shapes(model)
+  convs = 3 * 3 * (3 * 4 + 4 * 4 + 4 * 8 + 8 * 8)  # no biases: BatchNorm follows each conv
+  assert n_params(variables) == convs + 2 * (4 + 4 + 8 + 8) + 8 * 5 + 5
+  assert set(variables["batch_stats"]) == {"bn0_0", "bn0_1", "bn1_0", "bn1_1"}
+  assert models.accepts("custom_cnn", "bn_axis_name")
+  x = jnp.asarray(np.random.default_rng(0).random((2, 12, 10, 3)), jnp.float32)
+  v = fake_init(model)
+  logits, updates = model.apply(v, x, train=True, mutable=["batch_stats"])
+  assert logits.shape == (2, 5)
+  assert not np.allclose(updates["batch_stats"]["bn0_0"]["mean"], v["batch_stats"]["bn0_0"]["mean"])

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxposter.models import cpu_conv
+from jaxposter.models.resnet import batch_norm
 
 
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
@@ -38,6 +39,9 @@ class CustomCNN(nn.Module):
 
   Defaults are the paper's exact layers (64/128/256 channels, 4096-wide head, dropout 0.5).
   The widths are knobs so the embedded demo can train a narrow copy in minutes on a CPU.
+  `batch_norm` puts BatchNorm between each conv and its ReLU, `convs_per_stage` stacks
+  convs before each pool (VGG-style), and `hidden=0` replaces the MLP head with a global
+  average pool, dropout and one linear layer: a compact CNN for learning from scratch.
   """
 
   num_classes: int
@@ -45,21 +49,33 @@ class CustomCNN(nn.Module):
   hidden: int = 4096
   pool_size: int = 7
   dropout_rate: float = 0.5
+  batch_norm: bool = False
+  convs_per_stage: int = 1
+  bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = x.astype(self.dtype)
     for i, f in enumerate(self.features):
-      x = nn.relu(nn.Conv(f, (3, 3), padding=1, dtype=self.dtype, name=f"conv{i}",
-                          conv_general_dilated=cpu_conv.conv_general_dilated)(x))
+      for j in range(self.convs_per_stage):
+        name = f"conv{i}" if self.convs_per_stage == 1 else f"conv{i}_{j}"
+        x = nn.Conv(f, (3, 3), padding=1, use_bias=not self.batch_norm, dtype=self.dtype,
+                    name=name, conv_general_dilated=cpu_conv.conv_general_dilated)(x)
+        if self.batch_norm:
+          x = batch_norm(train, False, self.bn_axis_name, dtype=self.dtype,
+                         name=name.replace("conv", "bn"))(x)
+        x = nn.relu(x)
       if i < len(self.features) - 1:
         x = max_pool_2x2(x)
     x = x if self.is_initializing() else self.perturb("features", x)  # saliency.grad_cam
-    x = adaptive_avg_pool(x, (self.pool_size, self.pool_size))
-    x = x.reshape(x.shape[0], -1)
-    for i in range(2):
-      x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name=f"fc{i}")(x))
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    if self.hidden:
+      x = adaptive_avg_pool(x, (self.pool_size, self.pool_size))
+      x = x.reshape(x.shape[0], -1)
+      for i in range(2):
+        x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name=f"fc{i}")(x))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    else:
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(jnp.mean(x, axis=(1, 2)))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
     return x.astype(jnp.float32)  # logits; sigmoid is applied in the loss and in predict
