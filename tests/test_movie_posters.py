@@ -240,3 +240,21 @@ def test_eval_rows_maps_onto_a_given_vocabulary(tmp_path):
   assert report["unknown_genres"] == dict(unknown)
   assert report["examples"] == len(usable)
   assert report["dropped"]["no_poster_file"] == len([i for i in MISSING if i < 1030])
+
+
+def test_eval_rows_counts_every_row(tmp_path):
+  root = _kaggle(tmp_path / "kaggle", n=30)
+  path = root / "MovieGenre.csv"
+  lines = path.read_text().splitlines(keepends=True)
+  lines[5] = lines[5].replace(', the"', ", the")  # an open quote: it swallows every later row
+  path.write_text("".join(lines))
+  examples, report = movie_posters.eval_rows(str(path), str(root / "posters"), GENRES,
+                                             _data(root))
+  examples = list(examples)
+  assert report["rows_read"] == 33
+  assert report["dropped"]["unbalanced_quote"] == 1
+  assert report["examples"] == len(examples) == 33 - sum(report["dropped"].values())
+
+  path.write_text("imdbId,Genre\n1,\n2,[]\n3,\n")
+  with pytest.raises(ValueError, match="no usable rows.*read 3, dropped {'no_genre': 3}"):
+    movie_posters.eval_rows(str(path), str(root / "posters"), GENRES, _data(root))

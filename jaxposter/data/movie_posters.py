@@ -285,17 +285,15 @@ def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
   complete once the examples are exhausted. Nothing is sampled or split.
   """
   f = _fields(data_config)
-  frame, rows_read, counts = movie_genre.read_csv(csv)
-  rows, dropped = movie_genre.clean(frame, path=csv, **{k: f[k] for k in _CSV_FIELDS})
-  dropped = dict(collections.Counter({"malformed": counts.get("malformed", 0)}) +
-                 collections.Counter(dropped))
+  rows, rows_read, dropped, _ = movie_genre.read_clean(csv, **{k: f[k] for k in _CSV_FIELDS})
   known = set(vocabulary)
   unknown = collections.Counter(g for r in rows for g in r.genres if g not in known)
   rows, unlabeled = movie_genre.label_rows(rows, vocabulary, f["keep_unlabeled"], None)
   if unlabeled:
     dropped["no_chosen_genre"] = unlabeled
   if not rows:
-    raise ValueError(f"no usable rows in {csv} for the vocabulary {list(vocabulary)}")
+    raise ValueError(f"no usable rows in {csv} for the vocabulary {list(vocabulary)} "
+                     f"(read {rows_read}, dropped {dropped})")
   report = {"csv": csv, "poster_dir": poster_dir, "rows_read": rows_read, "dropped": dropped,
             "unknown_genres": dict(unknown.most_common()), "vocabulary": list(vocabulary),
             "examples": 0}
