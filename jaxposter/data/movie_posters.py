@@ -3,8 +3,11 @@
   builder = make_builder(config.data, data_dir)  # config.data: configs/default.py
   builder.download_and_prepare(file_format="array_record")
 
-The config name hashes every data-shaping field, so a second `download_and_prepare` with
-the same settings is a no-op, and changing any of them prepares a new copy beside it.
+The config name hashes every data-shaping field and a fingerprint of the sources (the CSV's
+bytes, the poster folder's names, sizes and modification times), so a second
+`download_and_prepare` with the same settings and files is a no-op, and changing any of them
+prepares a new copy beside it. Without the CSV, the newest copy prepared with the same settings
+is used.
 The genre vocabulary is chosen over the cleaned (and sampled) CSV rows, before posters are
 looked at; it is stored with the data (the `genres` ClassLabel names). The build writes
 `build_report.json` next to the data and into `info.metadata["build_report"]`.
@@ -12,7 +15,10 @@ looked at; it is stored with the data (the `genres` ClassLabel names). The build
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
+import glob
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import constants as tfds_constants
 
 from jaxposter.data import builder as builder_lib
 from jaxposter.data import images
@@ -53,9 +60,10 @@ class MoviePostersConfig(tfds.core.BuilderConfig):
   split_fractions: tuple[float, ...] = (0.7, 0.1, 0.2)
   store_height: int = 0
   store_width: int = 0
+  sources: str = ""  # `sources_fingerprint` of the CSV and poster folder (not a config.data field)
 
 
-_BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+_BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)} | {"sources"}
 DATA_FIELDS = tuple(f.name for f in dataclasses.fields(MoviePostersConfig)
                     if f.name not in _BASE_FIELDS)
 _CSV_FIELDS = ("id_column", "genre_column", "genre_columns", "title_column", "url_column")
@@ -83,15 +91,63 @@ def _fields(data_config: Any) -> dict[str, Any]:
   return f
 
 
-def builder_config(data_config: Any) -> MoviePostersConfig:
-  """`config.data` -> MoviePostersConfig named by a hash of its data-shaping fields."""
+def _manual_dir(manual_dir: str, data_dir_root: str | os.PathLike) -> str:
+  """data.manual_dir, or TFDS's default <data_dir>/downloads/manual when it is ""."""
+  return manual_dir or os.path.join(os.fspath(data_dir_root), "downloads", "manual")
+
+
+def sources_fingerprint(csv: str, poster_dir: str | None) -> str | None:
+  """A hash of the CSV's bytes and of the poster folder's listing, or None without the CSV.
+
+  The listing is every entry's name, size and modification time (hidden files and the
+  downloader's failure log left out): one stat per poster, no poster is read.
+  """
+  digest = hashlib.sha1()
+  try:
+    with open(csv, "rb") as f:
+      digest.update(hashlib.file_digest(f, "sha1").digest())
+  except (FileNotFoundError, IsADirectoryError):
+    return None
+  listing = []
+  if poster_dir is not None:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError), \
+        os.scandir(poster_dir) as entries:
+      listing = sorted((e.name, e) for e in entries
+                       if not e.name.startswith(".") and e.name != posters.FAILURE_LOG)
+  for name, entry in listing:
+    try:
+      st = entry.stat()
+      line = f"{name}\t{st.st_size}\t{st.st_mtime_ns}\n"
+    except OSError as e:
+      line = f"{name}\t{e.errno}\n"
+    digest.update(line.encode("utf-8", "surrogateescape"))
+  return digest.hexdigest()[:8]
+
+
+def builder_config(data_config: Any, data_dir: str | None = None) -> MoviePostersConfig:
+  """`config.data` -> MoviePostersConfig named by its data-shaping fields and its sources.
+
+  With data.download the poster folder is left out of the fingerprint (the build itself
+  fills it); without the CSV, the newest copy prepared under `data_dir` with these fields
+  is named, so prepared data stays readable.
+  """
   fields = _fields(data_config)
-  return MoviePostersConfig(name=builder_lib.config_name("movie_posters", fields), **fields)
+  name = builder_lib.config_name("movie_posters", fields)
+  root = data_dir or tfds_constants.DATA_DIR
+  manual = _manual_dir(fields["manual_dir"], root)
+  sources = sources_fingerprint(os.path.join(manual, fields["csv"]), None if fields["download"]
+                                else os.path.join(manual, fields["poster_dir"]))
+  if sources is None:
+    prepared = glob.glob(os.path.join(glob.escape(root), "movie_posters", f"{name}_*",
+                                      str(MoviePosters.VERSION), "dataset_info.json"))
+    newest = max(prepared, key=os.path.getmtime, default=None)
+    sources = newest.split(os.sep)[-3].rsplit("_", 1)[1] if newest else "nocsv"
+  return MoviePostersConfig(name=f"{name}_{sources}", sources=sources, **fields)
 
 
 def make_builder(data_config: Any, data_dir: str | None = None) -> "MoviePosters":
   """The `movie_posters` builder for `config.data`, writing under `data_dir` ("" = TFDS default)."""
-  return MoviePosters(config=builder_config(data_config), data_dir=data_dir or None,
+  return MoviePosters(config=builder_config(data_config, data_dir), data_dir=data_dir or None,
                       file_format="array_record")
 
 
@@ -156,8 +212,7 @@ class MoviePosters(tfds.core.GeneratorBasedBuilder):
   @property
   def manual_dir_path(self) -> str:
     """data.manual_dir, or TFDS's default <data_dir>/downloads/manual when it is ""."""
-    return self.builder_config.manual_dir or os.path.join(
-        os.fspath(self.data_dir_root), "downloads", "manual")
+    return _manual_dir(self.builder_config.manual_dir, self.data_dir_root)
 
   def _source(self, name: str) -> str:
     return os.path.join(self.manual_dir_path, name)
@@ -184,6 +239,7 @@ class MoviePosters(tfds.core.GeneratorBasedBuilder):
     poster_dir = self._source(c.poster_dir)
     report = self._report = {
         "config": c.name, "csv": self._source(c.csv), "poster_dir": poster_dir,
+        "sources": c.sources,
         "rows_read": table.rows_read, "rows_labelled": len(table.rows),
         "dropped": dict(table.dropped), "notes": dict(table.notes),
         "vocabulary": list(table.vocabulary), "genre_counts_all": table.genre_counts,
