@@ -60,6 +60,7 @@ class MoviePostersConfig(tfds.core.BuilderConfig):
   split_fractions: tuple[float, ...] = (0.7, 0.1, 0.2)
   store_height: int = 0
   store_width: int = 0
+  max_pixels: int = images.MAX_PIXELS
   sources: str = ""  # `sources_fingerprint` of the CSV and poster folder (not a config.data field)
 
 
@@ -164,20 +165,19 @@ def parallel_map(fn: Callable, items: Iterable, workers: int = _WORKERS,
       yield pending.popleft().result()
 
 
-def _check_poster(path: str, size) -> str | bool:
+def _check_poster(path: str, size, max_pixels: int) -> str | bool:
   """A skip reason, or whether the file's bytes can be stored as they are."""
   try:
-    return images.keeps_bytes(images.load_rgb(path), size)
+    return images.keeps_bytes(images.load_rgb(path, max_pixels), size)
   except (OSError, images.BadImage) as e:
     return images.skip_reason(e)
 
 
-def _poster_bytes(path: str, as_is: bool, size) -> bytes | None:
+def _poster_bytes(path: str, as_is: bool, size, max_pixels: int) -> bytes | None:
   try:
     if as_is:
-      with open(path, "rb") as f:
-        return f.read()
-    return images.poster_jpeg(path, size)
+      return images.read_file(path)
+    return images.poster_jpeg(path, size, max_pixels=max_pixels)
   except (OSError, images.BadImage):
     return None
 
@@ -253,7 +253,7 @@ class MoviePosters(tfds.core.GeneratorBasedBuilder):
                               "data.download=True to fetch posters from the CSV's URLs.")
     size = _store_size(c)
     paths = [posters.poster_path(poster_dir, r.id, c.file_pattern) for r in table.rows]
-    checks = list(parallel_map(lambda p: _check_poster(p, size), paths))
+    checks = list(parallel_map(lambda p: _check_poster(p, size, c.max_pixels), paths))
     usable = collections.defaultdict(list)
     skipped = collections.Counter()
     for row, path, check in zip(table.rows, paths, checks):
@@ -273,9 +273,9 @@ class MoviePosters(tfds.core.GeneratorBasedBuilder):
     return {s: self._generate_examples(s, usable[s]) for s in movie_genre.SPLITS if s in usable}
 
   def _generate_examples(self, split: str, items: list) -> Iterator[tuple[str, dict]]:
-    size, vocabulary = _store_size(self.builder_config), self._table().vocabulary
-    stats = self._report["splits"][split]
-    data = parallel_map(lambda item: _poster_bytes(item[1], item[2], size), items)
+    c, vocabulary = self.builder_config, self._table().vocabulary
+    size, stats = _store_size(c), self._report["splits"][split]
+    data = parallel_map(lambda item: _poster_bytes(item[1], item[2], size, c.max_pixels), items)
     for (row, _, _), jpeg in zip(items, data):
       if jpeg is None:  # changed or vanished since it was checked
         self._report["dropped"]["bad_image_changed"] = (
@@ -358,7 +358,7 @@ def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
   def load(row):
     path = posters.poster_path(poster_dir, row.id, f["file_pattern"])
     try:
-      return row, images.poster_jpeg(path, size), None
+      return row, images.poster_jpeg(path, size, max_pixels=f["max_pixels"]), None
     except (OSError, images.BadImage) as e:
       return row, None, images.skip_reason(e)
 
