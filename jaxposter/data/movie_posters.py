@@ -246,7 +246,7 @@ class MoviePosters(tfds.core.GeneratorBasedBuilder):
         "download": None, "_start": start}
     if c.download:
       got = posters.download([(r.id, r.url) for r in table.rows], poster_dir,
-                             file_pattern=c.file_pattern)
+                             file_pattern=c.file_pattern, max_pixels=c.max_pixels)
       report["download"] = {"ok": got.ok, "present": got.present, "failed": got.failed}
     elif not os.path.isdir(poster_dir):
       raise FileNotFoundError(f"poster folder not found: {poster_dir}. Set data.poster_dir, or "
