@@ -151,10 +151,6 @@ def png(pixels: np.ndarray | None, width: int = 0, height: int = 0) -> bytes:
           + chunk(b"IEND", b""))
 
 
-def _tiff(img: Image.Image) -> bytes:
-  return _encode(img, "TIFF")
-
-
 @pytest.mark.parametrize("kind", ["gray16_png", "rgb16_png", "int32_tiff", "float_tiff",
                                   "float_unit_tiff"])
 def test_high_bit_depth_scales_to_8_bits(kind):
@@ -163,9 +159,10 @@ def test_high_bit_depth_scales_to_8_bits(kind):
   data = {
       "gray16_png": lambda: png(gray.astype(np.uint16) * 257),
       "rgb16_png": lambda: png(rgb.astype(np.uint16) * 257),
-      "int32_tiff": lambda: _tiff(Image.fromarray(gray.astype(np.int32) * 257, "I")),
-      "float_tiff": lambda: _tiff(Image.fromarray(gray.astype(np.float32), "F")),
-      "float_unit_tiff": lambda: _tiff(Image.fromarray(gray.astype(np.float32) / 255, "F")),
+      "int32_tiff": lambda: _encode(Image.fromarray(gray.astype(np.int32) * 257, "I"), "TIFF"),
+      "float_tiff": lambda: _encode(Image.fromarray(gray.astype(np.float32), "F"), "TIFF"),
+      "float_unit_tiff": lambda: _encode(Image.fromarray(gray.astype(np.float32) / 255, "F"),
+                                            "TIFF"),
   }[kind]()
   expected = rgb if kind == "rgb16_png" else np.repeat(gray[..., None], 3, axis=2)
   got = np.asarray(images.load_rgb(data)).astype(int)
@@ -195,7 +192,7 @@ def test_byte_cap(tmp_path):
       images.load_rgb(source, max_bytes=len(data) - 1)
 
 
-def _within(seconds: float, fn):
+def within(seconds: float, fn):
   """fn() on a thread; fails (instead of hanging the test run) when it takes longer."""
   out = {}
   def run():
@@ -220,5 +217,5 @@ def test_non_regular_files_are_refused_unopened(tmp_path):
            tmp_path / "folder.jpg": "not_a_file_folder", tmp_path / "loop.jpg": "symlink_loop"}
   for path, reason in cases.items():
     with pytest.raises(OSError) as e:
-      _within(5, lambda: images.poster_jpeg(path))
+      within(5, lambda: images.poster_jpeg(path))
     assert images.skip_reason(e.value) == reason
