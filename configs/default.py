@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
   d.split_fractions = (0.7, 0.1, 0.2)  # train / validation / test, by a hash of the id
   d.store_height = 0  # resize at build time; 0 keeps the originals
   d.store_width = 0
+  d.max_pixels = 40_000_000  # posters over this many pixels are skipped, before decoding
 
   # ---- model --------------------------------------------------------------------------
   c.model = m = ml_collections.ConfigDict()

@@ -16,13 +16,16 @@ from jaxposter.data import images
 
 
 def collect(inputs: list[str]) -> list[str]:
-  """Files named, and every file inside folders named, in sorted order."""
+  """Paths named, and every entry inside folders named (hidden ones aside), in sorted order.
+
+  Nothing is opened here: `load_posters` skips, with a reason, what is no regular file
+  (a subfolder, FIFO, device, socket, broken link or symlink loop).
+  """
   paths = []
   for item in inputs:
     if os.path.isdir(item):
-      paths += sorted(os.path.join(item, f) for f in os.listdir(item)
-                      if not f.startswith(".") and os.path.isfile(os.path.join(item, f)))
-    elif os.path.exists(item):
+      paths += sorted(os.path.join(item, f) for f in os.listdir(item) if not f.startswith("."))
+    elif os.path.lexists(item):
       paths.append(item)
     else:
       raise FileNotFoundError(f"no such file or folder: {item}")
@@ -31,18 +34,23 @@ def collect(inputs: list[str]) -> list[str]:
   return paths
 
 
-def load_posters(paths: list[str], num_genres: int) -> tuple[list[dict], list[str], dict]:
+def load_posters(paths: list[str], num_genres: int, max_pixels: int = images.MAX_PIXELS
+                 ) -> tuple[list[dict], list[str], dict]:
   """Readable posters as records for the eval pipeline; the unreadable ones, with reasons."""
   records, kept, skipped = [], [], {}
   for path in paths:
     try:
-      jpeg = images.poster_jpeg(path)
+      jpeg = images.poster_jpeg(path, max_pixels=max_pixels)
     except (OSError, images.BadImage) as e:
       skipped[path] = images.skip_reason(e)
       continue
     records.append({"image": jpeg, "label": np.zeros(num_genres, np.uint8)})
     kept.append(path)
   return records, kept, skipped
+
+
+def _max_pixels(exp) -> int:
+  return exp.config.data.get("max_pixels", images.MAX_PIXELS)
 
 
 def ensemble_probs(members, source) -> np.ndarray:
@@ -58,7 +66,7 @@ def threshold_of(members, kind) -> float | np.ndarray:
 
 def run(members, inputs: list[str], kind, output: str = "") -> list[dict]:
   genres = members[0].exp.genres
-  records, kept, skipped = load_posters(collect(inputs), len(genres))
+  records, kept, skipped = load_posters(collect(inputs), len(genres), _max_pixels(members[0].exp))
   for path, reason in skipped.items():
     print(f"skipped {path}: {reason}", flush=True)
   if not records:
@@ -116,7 +124,8 @@ def saliency_maps(member, rows: list[dict], genre: str, out_dir: str) -> None:
   variables = train.inference_variables(exp.steps.unplace_state(member.state))
   os.makedirs(out_dir, exist_ok=True)
   for r in rows:
-    image = pipeline.decode(images.poster_jpeg(r["file"]), exp.geom, None)
+    image = pipeline.decode(images.poster_jpeg(r["file"], max_pixels=_max_pixels(exp)), exp.geom,
+                            None)
     x = train.normalize(image[None], exp.config.data.normalization)
     heat = saliency.grad_cam(exp.model, variables, x, exp.genres.index(genre))[0]
     name = os.path.splitext(os.path.basename(r["file"]))[0]

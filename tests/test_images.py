@@ -1,9 +1,13 @@
 """images.load_rgb / to_jpeg_bytes on every good and bad kind of poster file."""
 
 import io
+import os
+import struct
+import threading
+import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 import pytest
 
 from jaxposter.data import images
@@ -127,3 +131,91 @@ def test_corrupt_png_raises():
 def test_missing_file_is_file_not_found(tmp_path):
   with pytest.raises(FileNotFoundError):
     images.load_rgb(tmp_path / "nope.jpg")
+
+
+def png(pixels: np.ndarray | None, width: int = 0, height: int = 0) -> bytes:
+  """A PNG written by hand: 16-bit gray (H, W) or RGB (H, W, 3) `pixels`, or, when None,
+  8-bit gray zeros of width x height compressed row by row (small on disk, huge decoded)."""
+  def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+  z = zlib.compressobj(9)
+  if pixels is None:
+    depth, color, row = 8, 0, bytes(1 + width)
+    body = b"".join(z.compress(row) for _ in range(height))
+  else:
+    height, width = pixels.shape[:2]
+    depth, color = 16, (2 if pixels.ndim == 3 else 0)
+    body = b"".join(z.compress(b"\0" + r.astype(">u2").tobytes()) for r in pixels)
+  ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0)
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body + z.flush())
+          + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("kind", ["gray16_png", "rgb16_png", "int32_tiff", "float_tiff",
+                                  "float_unit_tiff"])
+def test_high_bit_depth_scales_to_8_bits(kind):
+  gray = np.random.default_rng(4).integers(0, 256, (48, 32)).astype(np.uint8)
+  rgb = np.asarray(_noise(seed=4))
+  data = {
+      "gray16_png": lambda: png(gray.astype(np.uint16) * 257),
+      "rgb16_png": lambda: png(rgb.astype(np.uint16) * 257),
+      "int32_tiff": lambda: _encode(Image.fromarray(gray.astype(np.int32) * 257, "I"), "TIFF"),
+      "float_tiff": lambda: _encode(Image.fromarray(gray.astype(np.float32), "F"), "TIFF"),
+      "float_unit_tiff": lambda: _encode(Image.fromarray(gray.astype(np.float32) / 255, "F"),
+                                            "TIFF"),
+  }[kind]()
+  expected = rgb if kind == "rgb16_png" else np.repeat(gray[..., None], 3, axis=2)
+  got = np.asarray(images.load_rgb(data)).astype(int)
+  assert np.abs(got - expected).max() <= 1  # not clipped to near-white
+
+
+def test_pixel_budget_refuses_before_decoding(monkeypatch):
+  bomb = png(None, 13_000, 13_000)  # 169 megapixels in a few hundred KB
+  assert len(bomb) < 1 << 20
+  def no_decode(self):
+    raise AssertionError("decoded")
+  monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+  for source, budget in ((bomb, images.MAX_PIXELS), (_encode(_noise(), "PNG"), 1000)):
+    with pytest.raises(images.BadImage) as e:
+      images.load_rgb(source, max_pixels=budget)
+    assert e.value.reason == "too_many_pixels"
+    assert images.skip_reason(e.value) == "bad_image_too_many_pixels"
+
+
+def test_byte_cap(tmp_path):
+  data = _encode(_noise(), "PNG")
+  path = tmp_path / "big.png"
+  path.write_bytes(data)
+  assert images.load_rgb(path, max_bytes=len(data)).size == (32, 48)
+  for source in (path, data):
+    with pytest.raises(images.BadImage, match="too_large"):
+      images.load_rgb(source, max_bytes=len(data) - 1)
+
+
+def within(seconds: float, fn):
+  """fn() on a thread; fails (instead of hanging the test run) when it takes longer."""
+  out = {}
+  def run():
+    try:
+      out["value"] = fn()
+    except BaseException as e:  # pylint: disable=broad-except
+      out["error"] = e
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+  thread.join(seconds)
+  assert not thread.is_alive(), f"still running after {seconds} s"
+  if "error" in out:
+    raise out["error"]
+  return out["value"]
+
+
+def test_non_regular_files_are_refused_unopened(tmp_path):
+  os.mkfifo(tmp_path / "fifo.jpg")
+  os.mkdir(tmp_path / "folder.jpg")
+  os.symlink(tmp_path / "loop.jpg", tmp_path / "loop.jpg")
+  cases = {tmp_path / "fifo.jpg": "not_a_file_fifo", "/dev/zero": "not_a_file_device",
+           tmp_path / "folder.jpg": "not_a_file_folder", tmp_path / "loop.jpg": "symlink_loop"}
+  for path, reason in cases.items():
+    with pytest.raises(OSError) as e:
+      within(5, lambda: images.poster_jpeg(path))
+    assert images.skip_reason(e.value) == reason

@@ -52,9 +52,37 @@ def test_csv_quirks(tmp_path):
   assert rows["10"].title == "Multi\nline title"
   assert t.dropped == {"malformed": 2, "duplicate_id": 1, "no_genre": 1, "bad_id": 4}
   assert t.rows_read == 15
-  assert t.notes == {"non_utf8_lines": 1}
+  assert t.notes == {"non_utf8_lines": 1, "line_breaks_in_quotes": 1}
   assert set(t.vocabulary) == {"Crime", "Drama", "Action", "Romance", "Comedy", "Thriller"}
   assert t.vocabulary[0] == "Drama"  # most frequent first
+
+
+def _data_lines(path) -> int:
+  """Non-blank physical lines after the header."""
+  return sum(1 for line in path.read_bytes().split(b"\n")[1:] if line.strip())
+
+
+@pytest.mark.parametrize("broken, reason", [
+    ({21: b'21,l,"Open quote,6.5,Drama,u\n'}, "unbalanced_quote"),  # swallows every later row
+    ({21: b'21,l,"Open,6.5,Drama,u\n', 30: _row(30, title='T30"')}, "unbalanced_quote"),
+    ({21: _row(21, title="x" * 140_000)}, "field_too_long"),  # over csv.field_size_limit()
+])
+def test_every_line_is_accounted_for(tmp_path, broken, reason):
+  lines = [broken.get(i, _row(i)) for i in range(1, 42)]
+  lines.append(b'99,l,"Two\nlines",6.5,Drama,u\n')  # a quoted line break is no row of its own
+  path = _write(tmp_path, b"".join(lines))
+  t = movie_genre.load(path, top_k=0)
+  assert t.dropped == {reason: 1}
+  assert sorted(int(r.id) for r in t.rows) == [i for i in range(1, 42) if i != 21] + [99]
+  assert t.rows_read == len(t.rows) + sum(t.dropped.values()) == 42
+  assert _data_lines(path) == t.rows_read + t.notes["line_breaks_in_quotes"] == 43
+
+
+def test_no_usable_rows_names_the_drop_reasons(tmp_path):
+  path = _write(tmp_path, _row(1, "") + b'2,l,"x,6.5,Drama,u\n' + _row(3, ""))
+  with pytest.raises(ValueError, match="read 3, dropped") as e:
+    movie_genre.load(path)
+  assert "'no_genre': 2" in str(e.value) and "'unbalanced_quote': 1" in str(e.value)
 
 
 def test_latin1_only_file(tmp_path):

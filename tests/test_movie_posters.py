@@ -132,6 +132,47 @@ def test_second_build_is_a_no_op(tmp_path, monkeypatch):
   assert other.builder_config.name != first.builder_config.name and not other.is_prepared()
 
 
+def _examples(builder) -> int:
+  return sum(s.num_examples for s in builder.info.splits.values())
+
+
+def test_changed_csv_or_posters_rebuild(tmp_path):
+  root = _kaggle(tmp_path / "kaggle", n=30)
+  data_dir = str(tmp_path / "tfds")
+  build = lambda: movie_posters.make_builder(_data(root), data_dir)
+  first = build()
+  first.download_and_prepare()
+  names = {first.builder_config.name}
+
+  csv = root / "MovieGenre.csv"
+  csv.write_text(csv.read_text() + "".join(f"{i},l,New {i},6,Drama,\n" for i in range(2000, 2004)))
+  for i in range(2000, 2004):
+    (root / "posters" / f"{i}.jpg").write_bytes(_jpeg(i))
+  grown = build()  # the stale 30-row set is not reused
+  assert grown.builder_config.name not in names and not grown.is_prepared()
+  grown.download_and_prepare()
+  assert _examples(grown) == _examples(first) + 4
+  names.add(grown.builder_config.name)
+
+  (root / "posters" / "1003.jpg").write_bytes(_jpeg(1003))  # a missing poster turns up
+  found = build()
+  assert found.builder_config.name not in names and not found.is_prepared()
+  found.download_and_prepare()
+  assert _examples(found) == _examples(grown) + 1
+  names.add(found.builder_config.name)
+
+  (root / "posters" / "1000.jpg").write_bytes(_jpeg(1)[:-1] + b"\xd9")  # replaced in place
+  assert build().builder_config.name not in names
+  (root / "posters" / "1000.jpg").write_bytes(_jpeg(1000))
+  os.utime(root / "posters" / "1000.jpg", ns=(1, 1))  # same bytes, another modification time
+  assert build().builder_config.name not in names
+
+  csv.unlink()  # prepared data stays readable without its CSV: the newest copy is used
+  without = build()
+  assert without.builder_config.name == found.builder_config.name and without.is_prepared()
+  assert _examples(without) == _examples(found)
+
+
 def test_bring_your_own_list_like_genres(tmp_path):
   root = tmp_path / "own"
   os.makedirs(root / "images")
@@ -240,3 +281,21 @@ def test_eval_rows_maps_onto_a_given_vocabulary(tmp_path):
   assert report["unknown_genres"] == dict(unknown)
   assert report["examples"] == len(usable)
   assert report["dropped"]["no_poster_file"] == len([i for i in MISSING if i < 1030])
+
+
+def test_eval_rows_counts_every_row(tmp_path):
+  root = _kaggle(tmp_path / "kaggle", n=30)
+  path = root / "MovieGenre.csv"
+  lines = path.read_text().splitlines(keepends=True)
+  lines[5] = lines[5].replace(', the"', ", the")  # an open quote: it swallows every later row
+  path.write_text("".join(lines))
+  examples, report = movie_posters.eval_rows(str(path), str(root / "posters"), GENRES,
+                                             _data(root))
+  examples = list(examples)
+  assert report["rows_read"] == 33
+  assert report["dropped"]["unbalanced_quote"] == 1
+  assert report["examples"] == len(examples) == 33 - sum(report["dropped"].values())
+
+  path.write_text("imdbId,Genre\n1,\n2,[]\n3,\n")
+  with pytest.raises(ValueError, match="no usable rows.*read 3, dropped {'no_genre': 3}"):
+    movie_posters.eval_rows(str(path), str(root / "posters"), GENRES, _data(root))

@@ -2,6 +2,7 @@
 
 import collections
 import csv
+import functools
 import http.server
 import io
 import os
@@ -14,6 +15,7 @@ import pytest
 
 from jaxposter.data import images
 from jaxposter.data import posters
+from tests.test_images import png
 
 FAST = dict(workers=4, timeout=0.5, retries=2, backoff=0.01, progress=False)
 
@@ -23,6 +25,11 @@ def _poster(ident: int) -> bytes:
   buf = io.BytesIO()
   Image.fromarray(a).save(buf, format="JPEG")
   return buf.getvalue()
+
+
+@functools.cache
+def _bomb() -> bytes:
+  return png(None, 13_000, 13_000)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -69,6 +76,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       self._send(503, b"busy", "text/plain")
     elif kind == "big":
       self._send(200, _poster(ident) + b"\0" * 50_000)
+    elif kind == "bomb":  # 13000x13000 pixels in a few hundred KB
+      self._send(200, _bomb(), "image/png")
+    elif kind == "drip":  # 2 KB every 0.2 s: every read well within the timeout
+      self.send_response(200)
+      self.send_header("Content-Length", "100000")
+      self.end_headers()
+      try:
+        for _ in range(50):
+          self.wfile.write(b"\0" * 2048)
+          self.wfile.flush()
+          time.sleep(0.2)
+      except (BrokenPipeError, ConnectionResetError):
+        pass
 
 
 @pytest.fixture
@@ -205,3 +225,37 @@ def test_poster_path_uses_only_the_id(tmp_path):
       posters.poster_path(tmp_path, bad_id)
   with pytest.raises(ValueError, match="file_pattern"):
     posters.poster_path(tmp_path, "1", "../{id}.jpg")
+
+
+def test_deadline_cuts_off_a_dripping_server(server, tmp_path):
+  start = time.monotonic()
+  report = posters.download([("1", f"{server}/drip/1.jpg"), ("2", f"{server}/good/2.jpg")],
+                            tmp_path, max_bytes=200_000, deadline=1.0, **FAST)
+  assert time.monotonic() - start < 1.0 + FAST["timeout"] + 1.0  # not the 10 s of the drip
+  assert report.ok == 1 and report.failed == {"deadline": 1}
+  assert _Handler.requests["/drip/1.jpg"] == 1  # a deadline is not retried
+
+
+def test_bounded_memory_per_poster_and_over_workers(server, tmp_path, monkeypatch):
+  assert len(_bomb()) < 1 << 20
+  report = posters.download([("1", f"{server}/bomb/1.png")], tmp_path, max_bytes=1 << 20, **FAST)
+  assert report.failed == {"bad_image_too_many_pixels": 1}  # refused before decoding
+
+  decoding, most, lock = [0], [0], threading.Lock()
+  real = images.load_rgb
+
+  def counting_load(*args, **kwargs):
+    with lock:
+      decoding[0] += 1
+      most[0] = max(most[0], decoding[0])
+    time.sleep(0.05)
+    try:
+      return real(*args, **kwargs)
+    finally:
+      with lock:
+        decoding[0] -= 1
+
+  monkeypatch.setattr(images, "load_rgb", counting_load)
+  items = [(str(i), f"{server}/good/{i}.jpg") for i in range(10, 26)]
+  report = posters.download(items, tmp_path / "many", **dict(FAST, workers=8))
+  assert report.ok == 16 and most[0] == 2  # 8 workers, at most 2 decoded bodies at a time

@@ -3,18 +3,28 @@
 `load_rgb` is strict: a file that is empty, truncated, corrupt, or an HTML error page
 saved as `.jpg` raises `BadImage` with a short reason, so callers can skip and count it.
 Truncated images are never silently accepted (`ImageFile.LOAD_TRUNCATED_IMAGES` is left
-alone).
+alone). Bounded: a file over `MAX_BYTES` is not read past the cap, an image over its pixel
+budget (`MAX_PIXELS`, data.max_pixels) is refused from its header, before decoding, and a
+FIFO, device, socket or folder is refused from its `stat`, before opening (`NotAFile`).
+High-bit-depth images (16-bit and 32-bit integer, float) are scaled to 8 bits, not clipped.
 """
 
+import errno
 import io
 import os
+import stat
 from typing import Union
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 Source = Union[str, os.PathLike, bytes]
 
+MAX_PIXELS = 40_000_000  # default pixel budget: 40 megapixels (a Kaggle poster has 0.05)
+MAX_BYTES = 50 << 20  # default cap on a poster file's size
 _ORIENTATION = 0x0112  # the EXIF Orientation tag
+_KINDS = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "device"),
+          (stat.S_ISBLK, "device"), (stat.S_ISSOCK, "socket"))
 
 
 class BadImage(ValueError):
@@ -26,20 +36,52 @@ class BadImage(ValueError):
     self.detail = detail
 
 
+class NotAFile(OSError):
+  """A path that is no regular file (a FIFO, device, socket or folder); never opened."""
+
+  def __init__(self, path: str | os.PathLike, kind: str):
+    super().__init__(f"{path} is a {kind}, not a regular file")
+    self.reason = f"not_a_file_{kind}"
+
+
 def skip_reason(error: Exception) -> str:
   """The reason a poster file is skipped and counted, for a failed `load_rgb`/`poster_jpeg`."""
   if isinstance(error, FileNotFoundError):
     return "no_poster_file"
   if isinstance(error, BadImage):
     return f"bad_image_{error.reason}"
+  if isinstance(error, NotAFile):
+    return error.reason
+  if isinstance(error, OSError) and error.errno == errno.ELOOP:
+    return "symlink_loop"
   return "unreadable"
 
 
-def _read(source: Source) -> bytes:
+def _check_regular(path: str | os.PathLike, st: os.stat_result) -> None:
+  for is_kind, kind in _KINDS:
+    if is_kind(st.st_mode):
+      raise NotAFile(path, kind)
+
+
+def read_file(path: str | os.PathLike, max_bytes: int = MAX_BYTES) -> bytes:
+  """A regular file's bytes; NotAFile before opening anything else, BadImage("too_large")
+  past `max_bytes` (at most max_bytes + 1 bytes are read)."""
+  _check_regular(path, os.stat(path))
+  # O_NONBLOCK: a FIFO put in the file's place since the stat cannot block the open.
+  with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+    _check_regular(path, os.fstat(f.fileno()))
+    data = f.read(max_bytes + 1)
+  if len(data) > max_bytes:
+    raise BadImage("too_large", f"over {max_bytes} bytes")
+  return data
+
+
+def _read(source: Source, max_bytes: int) -> bytes:
   if isinstance(source, (bytes, bytearray, memoryview)):
+    if len(source) > max_bytes:
+      raise BadImage("too_large", f"over {max_bytes} bytes")
     return bytes(source)
-  with open(source, "rb") as f:
-    return f.read()
+  return read_file(source, max_bytes)
 
 
 def _sniff(data: bytes) -> str:
@@ -50,26 +92,31 @@ def _sniff(data: bytes) -> str:
   return "not_an_image"
 
 
-def load_rgb(source: Source) -> Image.Image:
+def load_rgb(source: Source, max_pixels: int = MAX_PIXELS,
+             max_bytes: int = MAX_BYTES) -> Image.Image:
   """Fully decodes a path or bytes into an RGB image, applying EXIF orientation.
 
   Raises BadImage("empty" | "html" | "not_an_image" | "truncated" | "corrupt" |
-  "too_large"); an untouched RGB JPEG remembers its bytes so `to_jpeg_bytes` can
-  return them without recompression.
+  "too_large" (bytes) | "too_many_pixels"), NotAFile or OSError; an untouched RGB JPEG
+  remembers its bytes so `to_jpeg_bytes` can return them without recompression.
   """
-  data = _read(source)
+  data = _read(source, max_bytes)
   if not data:
     raise BadImage("empty", "zero-byte file")
   try:
     img = Image.open(io.BytesIO(data))
-    img.load()  # force the full decode: truncation shows up here, not at open()
+    pixels = img.width * img.height
+    if pixels <= max_pixels:  # the header alone tells the size: nothing decoded yet
+      img.load()  # force the full decode: truncation shows up here, not at open()
   except UnidentifiedImageError as e:
     raise BadImage(_sniff(data), str(e)) from None
   except Image.DecompressionBombError as e:
-    raise BadImage("too_large", str(e)) from None
+    raise BadImage("too_many_pixels", str(e)) from None
   except (OSError, SyntaxError, ValueError, EOFError) as e:
     reason = "truncated" if "truncated" in str(e).lower() else "corrupt"
     raise BadImage(reason, str(e)) from None
+  if pixels > max_pixels:
+    raise BadImage("too_many_pixels", f"{img.width}x{img.height} is over {max_pixels} pixels")
   if img.width < 1 or img.height < 1:
     raise BadImage("corrupt", f"size {img.size}")
 
@@ -79,11 +126,27 @@ def load_rgb(source: Source) -> Image.Image:
     img = ImageOps.exif_transpose(img)
   if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
     img = _on_white(img)
+  elif img.mode in ("I", "F") or img.mode.startswith("I;16"):
+    img = _to_8bit(img).convert("RGB")
   elif img.mode != "RGB":
     img = img.convert("RGB")
   elif source_format == "JPEG" and img.format == "JPEG":
     img._jaxposter_jpeg = data  # pylint: disable=protected-access
   return img
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+  """A 16-bit, 32-bit integer or float grayscale image as "L", scaled (Pillow's own
+  conversion clips at 255). Full scale: 65535 for "I;16*"; for "I" and "F" the first of
+  (1.0 for "F",) 255, 65535 or the image's maximum that holds every value."""
+  a = np.asarray(img, np.float32)
+  if img.mode.startswith("I;16"):
+    full = 65535.0
+  else:
+    peak = float(a.max()) if a.size else 0.0
+    scales = ((1.0,) if img.mode == "F" else ()) + (255.0, 65535.0, peak)
+    full = next(s for s in scales if peak <= s)
+  return Image.fromarray(np.clip(a * (255 / full), 0, 255).round().astype(np.uint8))
 
 
 def _on_white(img: Image.Image) -> Image.Image:
@@ -121,6 +184,7 @@ def to_jpeg_bytes(img: Image.Image, size: tuple[int, int] | None = None,
   return buf.getvalue()
 
 
-def poster_jpeg(source: Source, size: tuple[int, int] | None = None, quality: int = 90) -> bytes:
-  """`to_jpeg_bytes(load_rgb(source), size, quality)`: validated JPEG bytes for a file."""
-  return to_jpeg_bytes(load_rgb(source), size, quality)
+def poster_jpeg(source: Source, size: tuple[int, int] | None = None, quality: int = 90,
+                max_pixels: int = MAX_PIXELS) -> bytes:
+  """`to_jpeg_bytes(load_rgb(source, max_pixels), size, quality)`: validated JPEG bytes."""
+  return to_jpeg_bytes(load_rgb(source, max_pixels), size, quality)

@@ -1,8 +1,11 @@
 """The Kaggle "Movie Genre from its Poster" CSV (and look-alikes): read, clean, label, split.
 
 Pipeline, each step counting what it drops (`Table.dropped`, by reason):
-  read     bytes decoded line by line (UTF-8, else cp1252/latin-1), pandas with every field
-           as text; rows with the wrong number of fields -> "malformed".
+  read     bytes decoded line by line (UTF-8, else cp1252/latin-1), every field as text;
+           rows with the wrong number of fields -> "malformed", a field over the csv
+           module's limit -> "field_too_long", a quote left open -> "unbalanced_quote"
+           (only its line: the lines it swallowed are read again). Every non-blank line
+           after the header is in exactly one row read (see `split_rows`).
   clean    ids must be integers ("bad_id"); first row per id wins ("duplicate_id");
            rows without any genre -> "no_genre".
   sample   `sample_size` rows: the ones with the smallest sha1(seed, id), so the sample
@@ -16,6 +19,7 @@ Pipeline, each step counting what it drops (`Table.dropped`, by reason):
 
 import ast
 import collections
+import csv
 import dataclasses
 import hashlib
 import io
@@ -28,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 SPLITS = ("train", "validation", "test")
+READ_DROPS = ("malformed", "field_too_long", "unbalanced_quote")  # reasons rows are dropped unread
 _ID = re.compile(r"^\d{1,18}$")
 _TRUE = {"1", "true", "t", "yes", "y"}
 _FALSE = {"0", "false", "f", "no", "n", ""}
@@ -74,28 +79,103 @@ def decode_text(data: bytes) -> tuple[str, int]:
   return "\n".join(lines), fallback
 
 
-def read_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, int, dict[str, int]]:
-  """Every field as stripped text. Returns (frame, rows_read, counts of malformed/fallback rows)."""
+class _Lines:
+  """A text's physical lines for `csv.reader`, with a position that can be moved back."""
+
+  def __init__(self, text: str):
+    self.lines, self.pos = io.StringIO(text, newline="").readlines(), 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> str:
+    if self.pos >= len(self.lines):
+      raise StopIteration
+    self.pos += 1
+    return self.lines[self.pos - 1]
+
+
+def _width(line: str) -> int:
+  """The number of fields of one physical line parsed on its own (0 if it does not parse)."""
+  try:
+    return len(next(csv.reader([line]), []))
+  except csv.Error:
+    return 0
+
+
+def split_rows(text: str, path="CSV") -> tuple[list[str], list[list[str]], dict[str, int]]:
+  """(header, rows with the header's number of fields, counts), every field stripped.
+
+  A row ends at a line break outside quotes, so a quoted field may span lines. A row that
+  spans lines and has the wrong number of fields, or swallowed a line that is a whole row on
+  its own, is an unbalanced quote: its first line is dropped ("unbalanced_quote") and the
+  lines after it are read again as rows. Counts: "malformed" (wrong number of fields),
+  "field_too_long" (over `csv.field_size_limit()`), "unbalanced_quote", and
+  "line_breaks_in_quotes" (in kept rows), so that the non-blank physical lines after the
+  header = rows read + line_breaks_in_quotes, where rows read = kept + dropped.
+  """
+  source = _Lines(text)
+  reader = csv.reader(source)
+  header, rows, counts = None, [], collections.Counter()
+  while True:
+    first = source.pos
+    try:
+      fields = next(reader)
+    except StopIteration:
+      break
+    except csv.Error:  # a field over csv.field_size_limit(); the rest of its line is skipped
+      fields = None
+    span = source.pos - first
+    if fields is not None and len(fields) <= 1 and not "".join(fields).strip():
+      continue  # a blank line
+    if header is None:
+      if fields is None or span > 1:
+        raise ValueError(f"cannot parse the header of {path} (line {first + 1}); "
+                         "check its quoting.")
+      header = [f.strip() for f in fields]
+    elif span > 1 and (fields is None or len(fields) != len(header) or any(
+        _width(source.lines[i]) == len(header) for i in range(first + 1, source.pos))):
+      counts["unbalanced_quote"] += 1
+      source.pos = first + 1  # the swallowed lines are read again, as rows of their own
+    elif fields is None:
+      counts["field_too_long"] += 1
+    elif len(fields) != len(header):
+      counts["malformed"] += 1
+    else:
+      rows.append([f.strip() for f in fields])
+      counts["line_breaks_in_quotes"] += span - 1
+  if header is None:
+    raise ValueError(f"{path} is empty: it has no header row.")
+  return header, rows, {k: n for k, n in counts.items() if n}
+
+
+def read_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, int, dict[str, int], dict[str, int]]:
+  """Every field as stripped text: (frame, rows read, dropped by reason, notes).
+
+  See `split_rows`; notes are "line_breaks_in_quotes" and "non_utf8_lines".
+  """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"CSV not found: {path}. Set data.manual_dir / data.csv to your "
                             "MovieGenre.csv (see MANUAL_DOWNLOAD_INSTRUCTIONS).")
   with open(path, "rb") as f:
     text, fallback = decode_text(f.read())
-  too_long = []
-  try:
-    frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, engine="python",
-                        on_bad_lines=lambda fields: too_long.append(fields) and None,
-                        skip_blank_lines=True)
-  except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-    raise ValueError(f"cannot parse {path} as CSV ({e}); check its quoting.") from None
-  frame.columns = [str(c).strip() for c in frame.columns]
-  short = frame.isna().any(axis=1)  # fewer fields than the header: pandas pads with NaN
-  rows_read = len(frame) + len(too_long)
-  frame = frame[~short].apply(lambda col: col.str.strip())
-  counts = {"malformed": len(too_long) + int(short.sum())}
-  if fallback:
-    counts["non_utf8_lines"] = fallback
-  return frame.reset_index(drop=True), rows_read, counts
+  header, rows, counts = split_rows(text, path)
+  seen, columns = collections.Counter(), []
+  for name in header:  # duplicate names get ".1", ".2", ... (as pandas does)
+    columns.append(f"{name}.{seen[name]}" if seen[name] else name)
+    seen[name] += 1
+  dropped = {k: counts.pop(k) for k in READ_DROPS if k in counts}
+  notes = dict(counts, **({"non_utf8_lines": fallback} if fallback else {}))
+  frame = pd.DataFrame(rows, columns=columns, dtype=object)
+  return frame, len(rows) + sum(dropped.values()), dropped, notes
+
+
+def read_clean(csv_path: str | os.PathLike, **columns) -> tuple[list[Row], int, dict[str, int],
+                                                               dict[str, int]]:
+  """`read_csv` then `clean(**columns)`: (rows, rows read, dropped by reason, notes)."""
+  frame, rows_read, dropped, notes = read_csv(csv_path)
+  rows, unclean = clean(frame, path=csv_path, **columns)
+  return rows, rows_read, dict(collections.Counter(dropped) + collections.Counter(unclean)), notes
 
 
 def parse_genres(value: str) -> tuple[str, ...]:
@@ -247,15 +327,12 @@ def load(csv_path: str | os.PathLike, *, id_column="imdbId", genre_column="Genre
          split_fractions: Sequence[float] = (0.7, 0.1, 0.2)) -> Table:
   """Reads, cleans, samples, labels and splits a MovieGenre-style CSV (see module doc)."""
   fractions = check_fractions(split_fractions)
-  frame, rows_read, counts = read_csv(csv_path)
-  notes = {k: counts.pop(k) for k in list(counts) if k != "malformed"}
-  rows, dropped = clean(frame, id_column=id_column, genre_column=genre_column,
-                        genre_columns=genre_columns, title_column=title_column,
-                        url_column=url_column, path=csv_path)
-  dropped = dict(collections.Counter(counts) + collections.Counter(dropped))
+  rows, rows_read, dropped, notes = read_clean(
+      csv_path, id_column=id_column, genre_column=genre_column, genre_columns=genre_columns,
+      title_column=title_column, url_column=url_column)
   if not rows:
     raise ValueError(f"no usable rows in {csv_path} (read {rows_read}, dropped {dropped}); check "
-                     "data.id_column and the genre column settings.")
+                     "the CSV and data.id_column and the genre column settings.")
   if sample_size and sample_size < len(rows):
     dropped["not_sampled"] = len(rows) - sample_size
   rows = sample(rows, sample_size, sample_seed)

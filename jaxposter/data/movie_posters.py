@@ -3,8 +3,11 @@
   builder = make_builder(config.data, data_dir)  # config.data: configs/default.py
   builder.download_and_prepare(file_format="array_record")
 
-The config name hashes every data-shaping field, so a second `download_and_prepare` with
-the same settings is a no-op, and changing any of them prepares a new copy beside it.
+The config name hashes every data-shaping field and a fingerprint of the sources (the CSV's
+bytes, the poster folder's names, sizes and modification times), so a second
+`download_and_prepare` with the same settings and files is a no-op, and changing any of them
+prepares a new copy beside it. Without the CSV, the newest copy prepared with the same settings
+is used.
 The genre vocabulary is chosen over the cleaned (and sampled) CSV rows, before posters are
 looked at; it is stored with the data (the `genres` ClassLabel names). The build writes
 `build_report.json` next to the data and into `info.metadata["build_report"]`.
@@ -12,7 +15,10 @@ looked at; it is stored with the data (the `genres` ClassLabel names). The build
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
+import glob
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import constants as tfds_constants
 
 from jaxposter.data import builder as builder_lib
 from jaxposter.data import images
@@ -53,9 +60,11 @@ class MoviePostersConfig(tfds.core.BuilderConfig):
   split_fractions: tuple[float, ...] = (0.7, 0.1, 0.2)
   store_height: int = 0
   store_width: int = 0
+  max_pixels: int = images.MAX_PIXELS
+  sources: str = ""  # `sources_fingerprint` of the CSV and poster folder (not a config.data field)
 
 
-_BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+_BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)} | {"sources"}
 DATA_FIELDS = tuple(f.name for f in dataclasses.fields(MoviePostersConfig)
                     if f.name not in _BASE_FIELDS)
 _CSV_FIELDS = ("id_column", "genre_column", "genre_columns", "title_column", "url_column")
@@ -83,15 +92,63 @@ def _fields(data_config: Any) -> dict[str, Any]:
   return f
 
 
-def builder_config(data_config: Any) -> MoviePostersConfig:
-  """`config.data` -> MoviePostersConfig named by a hash of its data-shaping fields."""
+def _manual_dir(manual_dir: str, data_dir_root: str | os.PathLike) -> str:
+  """data.manual_dir, or TFDS's default <data_dir>/downloads/manual when it is ""."""
+  return manual_dir or os.path.join(os.fspath(data_dir_root), "downloads", "manual")
+
+
+def sources_fingerprint(csv: str, poster_dir: str | None) -> str | None:
+  """A hash of the CSV's bytes and of the poster folder's listing, or None without the CSV.
+
+  The listing is every entry's name, size and modification time (hidden files and the
+  downloader's failure log left out): one stat per poster, no poster is read.
+  """
+  digest = hashlib.sha1()
+  try:
+    with open(csv, "rb") as f:
+      digest.update(hashlib.file_digest(f, "sha1").digest())
+  except (FileNotFoundError, IsADirectoryError):
+    return None
+  listing = []
+  if poster_dir is not None:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError), \
+        os.scandir(poster_dir) as entries:
+      listing = sorted((e.name, e) for e in entries
+                       if not e.name.startswith(".") and e.name != posters.FAILURE_LOG)
+  for name, entry in listing:
+    try:
+      st = entry.stat()
+      line = f"{name}\t{st.st_size}\t{st.st_mtime_ns}\n"
+    except OSError as e:
+      line = f"{name}\t{e.errno}\n"
+    digest.update(line.encode("utf-8", "surrogateescape"))
+  return digest.hexdigest()[:8]
+
+
+def builder_config(data_config: Any, data_dir: str | None = None) -> MoviePostersConfig:
+  """`config.data` -> MoviePostersConfig named by its data-shaping fields and its sources.
+
+  With data.download the poster folder is left out of the fingerprint (the build itself
+  fills it); without the CSV, the newest copy prepared under `data_dir` with these fields
+  is named, so prepared data stays readable.
+  """
   fields = _fields(data_config)
-  return MoviePostersConfig(name=builder_lib.config_name("movie_posters", fields), **fields)
+  name = builder_lib.config_name("movie_posters", fields)
+  root = data_dir or tfds_constants.DATA_DIR
+  manual = _manual_dir(fields["manual_dir"], root)
+  sources = sources_fingerprint(os.path.join(manual, fields["csv"]), None if fields["download"]
+                                else os.path.join(manual, fields["poster_dir"]))
+  if sources is None:
+    prepared = glob.glob(os.path.join(glob.escape(root), "movie_posters", f"{name}_*",
+                                      str(MoviePosters.VERSION), "dataset_info.json"))
+    newest = max(prepared, key=os.path.getmtime, default=None)
+    sources = newest.split(os.sep)[-3].rsplit("_", 1)[1] if newest else "nocsv"
+  return MoviePostersConfig(name=f"{name}_{sources}", sources=sources, **fields)
 
 
 def make_builder(data_config: Any, data_dir: str | None = None) -> "MoviePosters":
   """The `movie_posters` builder for `config.data`, writing under `data_dir` ("" = TFDS default)."""
-  return MoviePosters(config=builder_config(data_config), data_dir=data_dir or None,
+  return MoviePosters(config=builder_config(data_config, data_dir), data_dir=data_dir or None,
                       file_format="array_record")
 
 
@@ -108,20 +165,19 @@ def parallel_map(fn: Callable, items: Iterable, workers: int = _WORKERS,
       yield pending.popleft().result()
 
 
-def _check_poster(path: str, size) -> str | bool:
+def _check_poster(path: str, size, max_pixels: int) -> str | bool:
   """A skip reason, or whether the file's bytes can be stored as they are."""
   try:
-    return images.keeps_bytes(images.load_rgb(path), size)
+    return images.keeps_bytes(images.load_rgb(path, max_pixels), size)
   except (OSError, images.BadImage) as e:
     return images.skip_reason(e)
 
 
-def _poster_bytes(path: str, as_is: bool, size) -> bytes | None:
+def _poster_bytes(path: str, as_is: bool, size, max_pixels: int) -> bytes | None:
   try:
     if as_is:
-      with open(path, "rb") as f:
-        return f.read()
-    return images.poster_jpeg(path, size)
+      return images.read_file(path)
+    return images.poster_jpeg(path, size, max_pixels=max_pixels)
   except (OSError, images.BadImage):
     return None
 
@@ -156,8 +212,7 @@ class MoviePosters(tfds.core.GeneratorBasedBuilder):
   @property
   def manual_dir_path(self) -> str:
     """data.manual_dir, or TFDS's default <data_dir>/downloads/manual when it is ""."""
-    return self.builder_config.manual_dir or os.path.join(
-        os.fspath(self.data_dir_root), "downloads", "manual")
+    return _manual_dir(self.builder_config.manual_dir, self.data_dir_root)
 
   def _source(self, name: str) -> str:
     return os.path.join(self.manual_dir_path, name)
@@ -184,20 +239,21 @@ class MoviePosters(tfds.core.GeneratorBasedBuilder):
     poster_dir = self._source(c.poster_dir)
     report = self._report = {
         "config": c.name, "csv": self._source(c.csv), "poster_dir": poster_dir,
+        "sources": c.sources,
         "rows_read": table.rows_read, "rows_labelled": len(table.rows),
         "dropped": dict(table.dropped), "notes": dict(table.notes),
         "vocabulary": list(table.vocabulary), "genre_counts_all": table.genre_counts,
         "download": None, "_start": start}
     if c.download:
       got = posters.download([(r.id, r.url) for r in table.rows], poster_dir,
-                             file_pattern=c.file_pattern)
+                             file_pattern=c.file_pattern, max_pixels=c.max_pixels)
       report["download"] = {"ok": got.ok, "present": got.present, "failed": got.failed}
     elif not os.path.isdir(poster_dir):
       raise FileNotFoundError(f"poster folder not found: {poster_dir}. Set data.poster_dir, or "
                               "data.download=True to fetch posters from the CSV's URLs.")
     size = _store_size(c)
     paths = [posters.poster_path(poster_dir, r.id, c.file_pattern) for r in table.rows]
-    checks = list(parallel_map(lambda p: _check_poster(p, size), paths))
+    checks = list(parallel_map(lambda p: _check_poster(p, size, c.max_pixels), paths))
     usable = collections.defaultdict(list)
     skipped = collections.Counter()
     for row, path, check in zip(table.rows, paths, checks):
@@ -217,9 +273,9 @@ class MoviePosters(tfds.core.GeneratorBasedBuilder):
     return {s: self._generate_examples(s, usable[s]) for s in movie_genre.SPLITS if s in usable}
 
   def _generate_examples(self, split: str, items: list) -> Iterator[tuple[str, dict]]:
-    size, vocabulary = _store_size(self.builder_config), self._table().vocabulary
-    stats = self._report["splits"][split]
-    data = parallel_map(lambda item: _poster_bytes(item[1], item[2], size), items)
+    c, vocabulary = self.builder_config, self._table().vocabulary
+    size, stats = _store_size(c), self._report["splits"][split]
+    data = parallel_map(lambda item: _poster_bytes(item[1], item[2], size, c.max_pixels), items)
     for (row, _, _), jpeg in zip(items, data):
       if jpeg is None:  # changed or vanished since it was checked
         self._report["dropped"]["bad_image_changed"] = (
@@ -285,17 +341,15 @@ def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
   complete once the examples are exhausted. Nothing is sampled or split.
   """
   f = _fields(data_config)
-  frame, rows_read, counts = movie_genre.read_csv(csv)
-  rows, dropped = movie_genre.clean(frame, path=csv, **{k: f[k] for k in _CSV_FIELDS})
-  dropped = dict(collections.Counter({"malformed": counts.get("malformed", 0)}) +
-                 collections.Counter(dropped))
+  rows, rows_read, dropped, _ = movie_genre.read_clean(csv, **{k: f[k] for k in _CSV_FIELDS})
   known = set(vocabulary)
   unknown = collections.Counter(g for r in rows for g in r.genres if g not in known)
   rows, unlabeled = movie_genre.label_rows(rows, vocabulary, f["keep_unlabeled"], None)
   if unlabeled:
     dropped["no_chosen_genre"] = unlabeled
   if not rows:
-    raise ValueError(f"no usable rows in {csv} for the vocabulary {list(vocabulary)}")
+    raise ValueError(f"no usable rows in {csv} for the vocabulary {list(vocabulary)} "
+                     f"(read {rows_read}, dropped {dropped})")
   report = {"csv": csv, "poster_dir": poster_dir, "rows_read": rows_read, "dropped": dropped,
             "unknown_genres": dict(unknown.most_common()), "vocabulary": list(vocabulary),
             "examples": 0}
@@ -304,7 +358,7 @@ def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
   def load(row):
     path = posters.poster_path(poster_dir, row.id, f["file_pattern"])
     try:
-      return row, images.poster_jpeg(path, size), None
+      return row, images.poster_jpeg(path, size, max_pixels=f["max_pixels"]), None
     except (OSError, images.BadImage) as e:
       return row, None, images.skip_reason(e)
 

@@ -5,6 +5,11 @@ must decode as an image before it is written, and it is written to a temp file i
 same folder then `os.replace`d, so a crash never leaves a partial `<id>.jpg`. Files
 already present are skipped. Failures go to `download_failures.csv` (imdbId,url,reason)
 in the poster folder, rewritten on every run.
+
+Bounded: each poster has an overall deadline (retries included; a server that drips
+bytes is cut off within `deadline` + `timeout` s), at most `max_bytes` + 64 KB of its body
+is held, images over `max_pixels` are refused from their header, and at most
+`_DECODE_SLOTS` bodies are decoded at once whatever the number of workers.
 """
 
 import collections
@@ -19,6 +24,7 @@ import random
 import re
 import socket
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -34,6 +40,8 @@ FAILURE_LOG = "download_failures.csv"
 USER_AGENT = "jaxposter/0.1 (+https://github.com/; poster downloader)"
 _ID = re.compile(r"^\d{1,18}$")
 _STALE_PART_SECONDS = 3600
+_CHUNK = 64 << 10
+_DECODE_SLOTS = threading.BoundedSemaphore(2)  # full decodes in flight, over all workers
 
 
 @dataclasses.dataclass
@@ -97,7 +105,20 @@ def write_atomic(path: str, data: bytes) -> None:
     raise
 
 
-def _fetch_once(opener, url: str, timeout: float, max_bytes: int) -> bytes:
+def _read_body(response, max_bytes: int, deadline: float) -> bytes:
+  """The body, read a chunk at a time: too_large past max_bytes, deadline past `deadline`."""
+  chunks, size = [], 0
+  while chunk := response.read1(_CHUNK):
+    chunks.append(chunk)
+    size += len(chunk)
+    if size > max_bytes:
+      raise _Failure("too_large")
+    if time.monotonic() > deadline:
+      raise _Failure("deadline")
+  return b"".join(chunks)
+
+
+def _fetch_once(opener, url: str, timeout: float, max_bytes: int, deadline: float) -> bytes:
   request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
   try:
     with opener.open(request, timeout=timeout) as response:
@@ -105,7 +126,7 @@ def _fetch_once(opener, url: str, timeout: float, max_bytes: int) -> bytes:
       length = int(length) if length and length.isdigit() else None
       if length is not None and length > max_bytes:
         raise _Failure("too_large")
-      body = response.read(max_bytes + 1)
+      body = _read_body(response, max_bytes, deadline)
   except urllib.error.HTTPError as e:
     if e.code in (404, 410):
       raise _Failure("not_found") from None
@@ -132,23 +153,31 @@ def _fetch_once(opener, url: str, timeout: float, max_bytes: int) -> bytes:
 
 
 def fetch(url: str, *, timeout: float = 10.0, retries: int = 3, backoff: float = 0.5,
-          max_bytes: int = 10 << 20, opener=None) -> bytes:
-  """Body of an http(s) URL that decodes as an image; raises _Failure(reason) otherwise."""
+          max_bytes: int = 10 << 20, deadline: float = 60.0,
+          max_pixels: int = images.MAX_PIXELS, opener=None) -> bytes:
+  """Body of an http(s) URL that decodes as an image; raises _Failure(reason) otherwise.
+
+  `timeout` bounds each connect and read; `deadline` (seconds) the whole fetch, retries
+  included.
+  """
   if not url:
     raise _Failure("no_url")
   if urllib.parse.urlparse(url).scheme.lower() not in ("http", "https"):
     raise _Failure("bad_url")
   opener = opener or urllib.request.build_opener(_SafeRedirects)
+  end = time.monotonic() + deadline
   for attempt in range(retries + 1):
     try:
-      body = _fetch_once(opener, url, timeout, max_bytes)
+      body = _fetch_once(opener, url, timeout, max_bytes, end)
       break
     except _Failure as e:
-      if not e.retry or attempt == retries:
+      pause = backoff * 2 ** attempt * (1 + random.random() / 2)
+      if not e.retry or attempt == retries or time.monotonic() + pause > end:
         raise
-      time.sleep(backoff * 2 ** attempt * (1 + random.random() / 2))
+      time.sleep(pause)
   try:
-    images.load_rgb(body)
+    with _DECODE_SLOTS:
+      images.load_rgb(body, max_pixels, max_bytes)
   except images.BadImage as e:
     raise _Failure(f"bad_image_{e.reason}") from None
   return body
@@ -181,6 +210,7 @@ def _write_failure_log(poster_dir: str, failures) -> None:
 def download(items: Iterable[tuple[str, str]], poster_dir: str | os.PathLike, *,
              file_pattern: str = "{id}.jpg", workers: int = 16, timeout: float = 10.0,
              retries: int = 3, backoff: float = 0.5, max_bytes: int = 10 << 20,
+             deadline: float = 60.0, max_pixels: int = images.MAX_PIXELS,
              progress: bool = True) -> DownloadReport:
   """Ensures `poster_dir/<id>.jpg` for every (id, url) it can; returns counts by outcome."""
   poster_dir = os.fspath(poster_dir)
@@ -203,7 +233,7 @@ def download(items: Iterable[tuple[str, str]], poster_dir: str | os.PathLike, *,
 
   def one(ident: str, url: str) -> None:
     body = fetch(url, timeout=timeout, retries=retries, backoff=backoff, max_bytes=max_bytes,
-                 opener=opener)
+                 deadline=deadline, max_pixels=max_pixels, opener=opener)
     try:
       write_atomic(poster_path(poster_dir, ident, file_pattern), body)
     except OSError as e:
