@@ -1,11 +1,11 @@
-"""One 3x3 convolution, XLA:CPU's own lowering against patches + matmul (models/cpu_conv.py).
+"""One 3x3 convolution, XLA:CPU's own lowering against patches + matmul (models/cpu_ops.py).
 
   python bench/bench_conv.py            # a few minutes on 2 cores
   python bench/bench_conv.py --batch 64 --steps 5
 
 Forward, and forward + backward (input and filter gradients), at batch 64 in float32 on
 one CPU device, median of interleaved calls. The shapes are a ResNet's stages on 144x96 and
-72x48 posters. `patches` marks the shapes `cpu_conv` sends to the matmul route: those
+72x48 posters. `patches` marks the shapes `cpu_ops` sends to the matmul route: those
 whose maps are narrower than the kernel.
 
 Recorded 2026-11-24, 2-core AMD EPYC (Zen 4), one core, another job on the other core:
@@ -31,7 +31,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import _common  # pylint: disable=wrong-import-position
-from jaxposter.models import cpu_conv  # pylint: disable=wrong-import-position
+from jaxposter.models import cpu_ops  # pylint: disable=wrong-import-position
 
 SHAPES = [  # (H, W, Cin, Cout, stride)
     (3, 2, 512, 512, 1), (3, 2, 256, 256, 1), (2, 2, 256, 256, 1), (5, 3, 256, 512, 2),
@@ -52,7 +52,7 @@ def main():
     pad = [(1, 1), (1, 1)]
     lax_conv = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
         x, k, (s, s), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    patches = lambda x, k: cpu_conv.patches_conv(x, k, (s, s), pad)  # noqa: E731
+    patches = lambda x, k: cpu_ops.patches_conv(x, k, (s, s), pad)  # noqa: E731
     fns = []
     for conv in (lax_conv, patches):
       fwd = jax.jit(conv)
@@ -60,7 +60,7 @@ def main():
       fns += [lambda f=fwd: jax.block_until_ready(f(x, k)),
               lambda f=both: jax.block_until_ready(f(x, k))]
     lf, lb, pf, pb = (1e3 * t for t in _common.medians(fns, a.steps))
-    route = "patches" if cpu_conv.takes_patches(x.shape, k.shape, (s, s), pad) else "lax"
+    route = "patches" if cpu_ops.takes_patches(x.shape, k.shape, (s, s), pad) else "lax"
     rows.append([f"{h}x{w}, {cin}->{cout}" + (f" /{s}" if s > 1 else ""), f"{lf:.1f}",
                  f"{pf:.1f}", f"{lb:.1f}", f"{pb:.1f}", route])
   print(f"batch {a.batch}, float32, {jax.device_count()} CPU device, median of {a.steps}")

@@ -32,7 +32,7 @@ jaxposter split the CPU), "2 devices" as launch.py runs it now. jax / torch imag
   | resnet50 | 224x224, 16 | 1.8 | 2.9 | 5.3 / 6.3 | 0.35 -> 0.46 |
   | scratch | 72x48, 64 | 438.6 | 726.0 | 806.3 / 1120.5 | 0.54 -> 0.65 |
 
-  The scratch row has models/cpu_conv.py in both columns; without it its last stage (3x2
+  The scratch row has models/cpu_ops.py in both columns; without it its last stage (3x2
   maps) is ~3x slower (bench/bench_conv.py). Torch's step here has no EMA or augmentation.
 """
 

@@ -5,7 +5,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxposter.models import cpu_conv
+from jaxposter.models import cpu_ops
 from jaxposter.models.resnet import batch_norm
 
 
@@ -61,7 +61,7 @@ class CustomCNN(nn.Module):
       for j in range(self.convs_per_stage):
         name = f"conv{i}" if self.convs_per_stage == 1 else f"conv{i}_{j}"
         x = nn.Conv(f, (3, 3), padding=1, use_bias=not self.batch_norm, dtype=self.dtype,
-                    name=name, conv_general_dilated=cpu_conv.conv_general_dilated)(x)
+                    name=name, conv_general_dilated=cpu_ops.conv_general_dilated)(x)
         if self.batch_norm:
           x = batch_norm(train, False, self.bn_axis_name, dtype=self.dtype,
                          name=name.replace("conv", "bn"))(x)

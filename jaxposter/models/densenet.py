@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxposter.models import cpu_conv
+from jaxposter.models import cpu_ops
 from jaxposter.models.resnet import batch_norm
 
 # torchvision: kaiming_normal_ (fan_in, gain sqrt(2)), untruncated.
@@ -44,7 +44,7 @@ class _Unit(nn.Module):
     return nn.Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
                    use_bias=False, kernel_init=conv_init, dtype=self.dtype,
                    param_dtype=self.param_dtype, name=name,
-                   conv_general_dilated=cpu_conv.conv_general_dilated)
+                   conv_general_dilated=cpu_ops.conv_general_dilated)
 
 
 class DenseLayer(_Unit):
@@ -143,9 +143,9 @@ class DenseNet(nn.Module):
     x = nn.Conv(self.num_init_features, (7, 7), strides=(2, 2),
                 padding=((3, 3), (3, 3)), use_bias=False, kernel_init=conv_init,
                 name="conv0", dtype=self.dtype, param_dtype=self.param_dtype,
-                conv_general_dilated=cpu_conv.conv_general_dilated)(x)
+                conv_general_dilated=cpu_ops.conv_general_dilated)(x)
     x = nn.relu(norm(name="norm0")(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = cpu_ops.max_pool_3x3_s2(x)
     features = self.num_init_features
     for i, n_layers in enumerate(self.block_config):
       block = [x]

@@ -13,15 +13,10 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxposter.models import cpu_conv
+from jaxposter.models import cpu_ops
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), untruncated.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
-def max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
-  """torch.nn.MaxPool2d(3, stride=2, padding=1): padding never wins the max."""
-  return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
 def batch_norm(train: bool, frozen: bool, axis_name, **kwargs) -> nn.BatchNorm:
@@ -49,7 +44,7 @@ class _Block(nn.Module):
                    padding=((pad, pad), (pad, pad)), use_bias=False,
                    kernel_init=conv_init, dtype=self.dtype,
                    param_dtype=self.param_dtype, name=name,
-                   conv_general_dilated=cpu_conv.conv_general_dilated)
+                   conv_general_dilated=cpu_ops.conv_general_dilated)
 
   def norm(self, name, last=False, train=False):
     scale_init = (nn.initializers.zeros if last and self.zero_init_residual
@@ -123,10 +118,10 @@ class ResNet(nn.Module):
     x = nn.Conv(self.num_filters, (7, 7), strides=(2, 2),
                 padding=((3, 3), (3, 3)), use_bias=False, kernel_init=conv_init,
                 dtype=self.dtype, param_dtype=self.param_dtype, name="conv1",
-                conv_general_dilated=cpu_conv.conv_general_dilated)(x)
+                conv_general_dilated=cpu_ops.conv_general_dilated)(x)
     x = batch_norm(train, self.frozen_bn, self.bn_axis_name, dtype=self.dtype,
                    param_dtype=self.param_dtype, name="bn1")(x)
-    x = max_pool_3x3_s2(nn.relu(x))
+    x = cpu_ops.max_pool_3x3_s2(nn.relu(x))
     for i, n_blocks in enumerate(self.stage_sizes):
       for j in range(n_blocks):
         x = self.block_cls(

@@ -1,4 +1,4 @@
-"""The CPU lowering for convolutions on tiny maps equals lax's own, outputs and gradients."""
+"""The CPU lowerings (convolutions on tiny maps, max pooling) equal lax's own, outputs and gradients."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxposter.models import cpu_conv
+from jaxposter.models import cpu_ops
 
 SHAPES = [  # (input H, W, Cin, Cout, kernel, stride, padding)
     (3, 2, 16, 8, 3, 1, 1),  # a ResNet's last stage on 72x48 posters
@@ -29,32 +29,43 @@ def test_patches_conv_equals_lax_in_outputs_and_gradients(h, w, cin, cout, kerne
   kx, kk, kg = jax.random.split(jax.random.key(h * 100 + w * 10 + kernel), 3)
   x = jax.random.normal(kx, (3, h, w, cin))
   k = jax.random.normal(kk, (kernel, kernel, cin, cout)) / np.sqrt(kernel * kernel * cin)
-  assert cpu_conv.takes_patches(x.shape, k.shape, (stride, stride), [(pad, pad)] * 2)
-  ours = cpu_conv.conv_general_dilated(x, k, (stride, stride), [(pad, pad)] * 2)
+  assert cpu_ops.takes_patches(x.shape, k.shape, (stride, stride), [(pad, pad)] * 2)
+  ours = cpu_ops.conv_general_dilated(x, k, (stride, stride), [(pad, pad)] * 2)
   np.testing.assert_allclose(ours, _plain(x, k, stride, pad), rtol=1e-5, atol=1e-5)
   g = jax.random.normal(kg, ours.shape)  # a random cotangent
 
   def vjp(fn):
     return jax.vjp(lambda a, b: fn(a, b), x, k)[1](g)
 
-  for a, b in zip(vjp(lambda a, b: cpu_conv.conv_general_dilated(a, b, (stride, stride),
+  for a, b in zip(vjp(lambda a, b: cpu_ops.conv_general_dilated(a, b, (stride, stride),
                                                                  [(pad, pad)] * 2)),
                   vjp(lambda a, b: _plain(a, b, stride, pad))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_ordinary_maps_and_1x1_convs_stay_on_lax():
-  assert not cpu_conv.takes_patches((8, 36, 24, 32), (3, 3, 32, 32), (1, 1), [(1, 1)] * 2)
-  assert not cpu_conv.takes_patches((8, 3, 2, 64), (1, 1, 64, 64), (1, 1), [(0, 0)] * 2)
-  assert not cpu_conv.takes_patches((8, 3, 2, 64), (3, 3, 64, 64), (1, 1), "SAME")
+  assert not cpu_ops.takes_patches((8, 36, 24, 32), (3, 3, 32, 32), (1, 1), [(1, 1)] * 2)
+  assert not cpu_ops.takes_patches((8, 3, 2, 64), (1, 1, 64, 64), (1, 1), [(0, 0)] * 2)
+  assert not cpu_ops.takes_patches((8, 3, 2, 64), (3, 3, 64, 64), (1, 1), "SAME")
 
 
 def test_a_flax_conv_through_it_has_the_same_parameters_and_outputs():
   x = jax.random.normal(jax.random.key(0), (2, 3, 2, 8))
   plain = nn.Conv(16, (3, 3), padding=1)
-  ours = nn.Conv(16, (3, 3), padding=1, conv_general_dilated=cpu_conv.conv_general_dilated)
+  ours = nn.Conv(16, (3, 3), padding=1, conv_general_dilated=cpu_ops.conv_general_dilated)
   variables = plain.init(jax.random.key(1), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == \
       jax.tree.map(jnp.shape, variables)
   np.testing.assert_allclose(ours.apply(variables, x), plain.apply(variables, x),
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 5, 3), (2, 8, 6, 3), (1, 1, 2, 2)])
+def test_max_pool_matches_reduce_window(shape):
+  """The CPU's separable max pool: reduce_window's values, and its gradient where no ties."""
+  x = jax.random.normal(jax.random.key(0), shape)  # continuous: no ties
+  ref = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  np.testing.assert_array_equal(cpu_ops.max_pool_3x3_s2(x), ref(x))
+  g = jax.random.normal(jax.random.key(1), ref(x).shape)
+  grad = lambda f: jax.vjp(f, x)[1](g)[0]
+  np.testing.assert_allclose(grad(cpu_ops.max_pool_3x3_s2), grad(ref), atol=1e-6)

@@ -1,4 +1,6 @@
-"""A convolution that avoids XLA:CPU's slow path on tiny feature maps.
+"""Lowerings that avoid XLA:CPU's slow paths: convolutions on tiny maps, max pooling.
+
+Convolutions:
 
 XLA:CPU runs a convolution whose output (or, in the backward pass, whose input) is
 narrower than its kernel about 10-70x slower than the same arithmetic as one matrix
@@ -8,6 +10,13 @@ on low-resolution posters (72x48 input: 3x2). `conv_general_dilated` takes that 
 exactly those convolutions, on the CPU only; everything else, and every GPU/TPU, goes to
 `lax.conv_general_dilated` unchanged. Models pass it to `nn.Conv(conv_general_dilated=...)`,
 so parameters and checkpoints are the same either way.
+
+Max pooling: XLA differentiates `reduce_window` max with `select_and_scatter`, which XLA:CPU
+runs 7-20x slower than PyTorch's max-pool backward (the ResNet stem's 3x3/2 pool at 144x96,
+batch 64: 0.6-0.8 s of a ~4 s step on one core). `max_pool_3x3_s2` computes the same pool as
+elementwise maxima of strided slices, one spatial axis after the other, whose gradient is
+elementwise too: 4-20x faster there (`bench/bench_ops.py`). Where values tie, the gradient
+is shared among them instead of going to one; both are valid subgradients.
 """
 
 import jax
@@ -60,3 +69,23 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                                   rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                   feature_group_count=feature_group_count, precision=precision,
                                   **kwargs)
+
+
+def _max_pool_1d(x: jax.Array, axis: int) -> jax.Array:
+  """Max over windows of 3 with stride 2 and padding 1 along `axis`, as elementwise maxima."""
+  size = x.shape[axis]
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (1, 1)
+  x = jnp.pad(x, pad, constant_values=-jnp.inf)
+  out = (size - 1) // 2 + 1
+  a, b, c = (lax.slice_in_dim(x, i, i + 2 * (out - 1) + 1, 2, axis) for i in range(3))
+  return jnp.maximum(jnp.maximum(a, b), c)
+
+
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+  """NHWC `torch.nn.MaxPool2d(3, stride=2, padding=1)` (padding never wins the max); on the
+  CPU through separable elementwise maxima, elsewhere through `reduce_window`."""
+  if jax.default_backend() == "cpu":
+    return _max_pool_1d(_max_pool_1d(x, 2), 1)
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
+                           ((0, 0), (1, 1), (1, 1), (0, 0)))

@@ -1,0 +1,205 @@
+"""Where a training step's time goes, per kind of op, in jax (XLA:CPU) and in PyTorch eager.
+
+  pip install -e '.[torch]'
+  XLA_FLAGS=--xla_force_host_platform_device_count=1 taskset -c 0 \
+      python bench/bench_ops.py --models scratch resnet18 --threads 1
+
+For a model of bench_vs_torch.BENCHES, every `nn.Conv` and `nn.BatchNorm` call of its
+training forward pass is recorded (shape, kernel, strides, padding) with Flax's method
+interceptor. Each distinct call is then timed alone, jitted, on one device, against the same
+op in torch (channels_last), interleaved, medians:
+  - conv forward, input gradient and filter gradient (jax: the project's own lowering,
+    models/cpu_ops.py, as training runs it, and beside it two alternatives for every conv:
+    XLA's own and patches + matmul; torch: conv2d and aten.convolution_backward);
+  - BatchNorm forward + backward in training mode;
+  - the optimizer update over the model's parameters (optax as configured; torch.optim);
+  - the whole train step (bench/_common.TrainLoop; bench_vs_torch.TorchLoop), so the rest
+    (pooling, ReLU, loss, placement, dropout, EMA) is the step minus the parts.
+Each op's time is multiplied by how often the model calls it. One device and `--threads`
+torch threads: per-core figures. Fusion inside the real step can make it cheaper than its
+parts; the per-kind split is what to read, not the exact sum.
+"""
+
+import argparse
+import collections
+import os
+import sys
+
+try:
+  import torch
+  import torch.nn.functional as F
+except ImportError:
+  sys.exit("bench_ops needs torch: pip install -e '.[torch]'")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_vs_torch  # pylint: disable=wrong-import-position  (imports no jax)
+
+
+def record_calls(loop):
+  """{(kind, shape, kernel, strides, padding): count} of the model's training forward pass."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  calls = collections.Counter()
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    if context.method_name == "__call__" and isinstance(module, (nn.Conv, nn.BatchNorm)):
+      shape = tuple(args[0].shape)
+      if isinstance(module, nn.Conv):
+        pad = tuple(tuple(p) for p in module.padding) if not isinstance(module.padding, str) \
+            else module.padding
+        pad = ((pad, pad),) * 2 if isinstance(pad, int) else pad
+        calls[("conv", shape, tuple(module.kernel_size) + (module.features,),
+               tuple(module.strides or (1, 1)), pad)] += 1
+      else:
+        calls[("bn", shape, None, None, None)] += 1
+    return next_fun(*args, **kwargs)
+
+  exp, state = loop.exp, loop.state
+  g = exp.geom
+  x = jnp.zeros((loop.batch["image"].shape[0], g.height, g.width, 3), jnp.float32)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  with nn.intercept_methods(interceptor):
+    jax.eval_shape(lambda v: exp.model.apply(v, x, train=True, mutable=["batch_stats"],
+                                             rngs={"dropout": jax.random.key(0)}), variables)
+  return calls
+
+
+def jax_ops(call, lowering: str = "project"):
+  """{op name: thunk} for one recorded call, jitted, inputs random. `lowering` of convs:
+  "project" (models/cpu_ops.py, as training runs), "xla" (lax.conv_general_dilated) or
+  "patches" (cpu_ops.patches_conv, patches + one matmul, for every shape)."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from jaxposter.models import cpu_ops  # pylint: disable=import-outside-toplevel
+  kind, shape, kernel, strides, pad = call
+  key = jax.random.key(0)
+  x = jax.random.normal(key, shape)
+  if kind == "conv":
+    kh, kw, cout = kernel
+    w = jax.random.normal(key, (kh, kw, shape[-1], cout)) * 0.05
+
+    def conv(x, w):
+      if lowering == "patches":
+        return cpu_ops.patches_conv(x, w, strides, pad)
+      fn = cpu_ops.conv_general_dilated if lowering == "project" else jax.lax.conv_general_dilated
+      return fn(x, w, strides, pad, dimension_numbers=cpu_ops._NHWC)  # pylint: disable=protected-access
+    y, vjp = jax.vjp(conv, x, w)
+    fwd = jax.jit(conv)
+    dgrad = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0])
+    wgrad = jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0])
+    return {"conv forward": lambda: fwd(x, w).block_until_ready(),
+            "conv input grad": lambda: dgrad(x, w, y).block_until_ready(),
+            "conv filter grad": lambda: wgrad(x, w, y).block_until_ready()}
+  bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+  v = bn.init(key, x)
+
+  def loss(x, params):
+    y, _ = bn.apply({"params": params, "batch_stats": v["batch_stats"]}, x,
+                    mutable=["batch_stats"])
+    return (y * y).sum()
+  both = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  return {"BatchNorm fwd+bwd": lambda: jax.block_until_ready(both(x, v["params"]))}
+
+
+def torch_ops(call):
+  kind, shape, kernel, strides, pad = call
+  n, h, w_, c = shape
+  x = torch.randn(n, c, h, w_).contiguous(memory_format=torch.channels_last)
+  if kind == "conv":
+    kh, kw, cout = kernel
+    w = (torch.randn(cout, c, kh, kw) * 0.05).contiguous(memory_format=torch.channels_last)
+    padding = [pad[0][0], pad[1][0]]
+    if pad[0][0] != pad[0][1] or pad[1][0] != pad[1][1]:
+      raise ValueError(f"asymmetric padding {pad} has no torch twin")
+    y = F.conv2d(x, w, stride=list(strides), padding=padding)
+
+    def backward(mask):
+      return lambda: torch.ops.aten.convolution_backward(
+          y, x, w, None, list(strides), padding, [1, 1], False, [0, 0], 1, mask)
+    return {"conv forward": lambda: F.conv2d(x, w, stride=list(strides), padding=padding),
+            "conv input grad": backward([True, False, False]),
+            "conv filter grad": backward([False, True, False])}
+  bn = torch.nn.BatchNorm2d(c).train()
+  x.requires_grad_(True)
+
+  def both():
+    y = bn(x)
+    (y * y).sum().backward()
+  return {"BatchNorm fwd+bwd": both}
+
+
+def optimizer_ops(loop, tloop):
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  state = loop.state
+  grads = jax.tree.map(lambda p: p * 1e-3, state.params)
+  update = jax.jit(lambda g, o, p: optax.apply_updates(p, state.tx.update(g, o, p)[0]))
+  for p in tloop.model.parameters():
+    p.grad = torch.randn_like(p) * 1e-3
+  return (lambda: jax.block_until_ready(update(grads, state.opt_state, state.params)),
+          tloop.opt.step)
+
+
+def profile(common, name: str, args) -> list:
+  bench = bench_vs_torch.BENCHES[name]
+  loop = bench_vs_torch.jax_loop(common, bench)
+  config = loop.exp.config
+  model = bench_vs_torch.torch_model(config.model.name, len(loop.exp.genres),
+                                     config.model.dropout_rate, config.model.kwargs.to_dict())
+  tloop = bench_vs_torch.TorchLoop(model, loop.batch, config.optimizer)
+  totals = collections.defaultdict(lambda: [0.0, 0.0])
+  lowerings = collections.defaultdict(lambda: [0.0] * len(LOWERINGS))
+  for call, count in record_calls(loop).items():
+    variants, tops = [jax_ops(call, low) for low in LOWERINGS], torch_ops(call)
+    for op in tops:
+      *jax_s, torch_s = common.medians([v[op] for v in variants] + [tops[op]], args.steps,
+                                       args.warmup)
+      totals[op][0] += count * jax_s[0]
+      totals[op][1] += count * torch_s
+      lowerings[op] = [a + count * b for a, b in zip(lowerings[op], jax_s)]
+      if args.verbose:
+        print(call, op, count, *(f"{1e3 * t:.2f}" for t in jax_s + [torch_s]), file=sys.stderr)
+  totals["optimizer update"] = common.medians(list(optimizer_ops(loop, tloop)), args.steps,
+                                              args.warmup)
+  loop.step()  # compiles
+  step = common.medians([loop.step, tloop.step], args.steps, args.warmup)
+  parts = [sum(t[i] for t in totals.values()) for i in (0, 1)]
+  totals["rest of the step"] = [step[0] - parts[0], step[1] - parts[1]]
+  totals["whole step"] = step
+  def ms(seconds):
+    return f"{1e3 * seconds:.1f}"
+  return [[name, op, ms(j), ms(t), f"{j / t:.2f}" if t > 0 else "-",
+           *([ms(v) for v in lowerings[op][1:]] if op in lowerings else ["", ""])]
+          for op, (j, t) in totals.items()]
+
+
+LOWERINGS = ("project", "xla", "patches")  # the first is what the step runs
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--models", nargs="+", default=["scratch", "resnet18"],
+                      choices=list(bench_vs_torch.BENCHES))
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--threads", type=int, default=1, help="torch threads")
+  parser.add_argument("--verbose", action="store_true", help="every call's times on stderr")
+  args = parser.parse_args()
+  import jax  # pylint: disable=import-outside-toplevel
+  import _common  # pylint: disable=import-outside-toplevel  (imports jax)
+  torch.set_num_threads(args.threads)
+  rows = []
+  for name in args.models:
+    rows += profile(_common, name, args)
+    print(f"{name} done", file=sys.stderr, flush=True)
+  print(f"jax {jax.__version__} on {jax.device_count()} CPU device(s); torch "
+        f"{torch.__version__} with {args.threads} thread(s); median of {args.steps}, "
+        f"milliseconds per training step (op time x calls per step)")
+  print(_common.markdown_table(["model", "op kind", "jax ms", "torch ms", "jax / torch",
+                               "jax ms, convs all lax", "jax ms, convs all patches"], rows))
+
+
+if __name__ == "__main__":
+  main()
