@@ -148,12 +148,19 @@ def densenet(block_config, num_classes: int, dropout_rate: float, growth_rate: i
 
 
 def paper_cnn(num_classes: int, dropout_rate: float, features=(64, 128, 256),
-              hidden: int = 4096, pool_size: int = 7) -> nn.Module:
+              hidden: int = 4096, pool_size: int = 7, batch_norm: bool = False,
+              convs_per_stage: int = 1) -> nn.Module:
   layers, cin = [], 3
   for i, f in enumerate(features):
-    layers += [nn.Conv2d(cin, f, 3, padding=1), nn.ReLU(inplace=True)]
+    for _ in range(convs_per_stage):
+      layers += ([nn.Conv2d(cin, f, 3, padding=1, bias=False), nn.BatchNorm2d(f)] if batch_norm
+                 else [nn.Conv2d(cin, f, 3, padding=1)])
+      layers.append(nn.ReLU(inplace=True))
+      cin = f
     layers += [nn.MaxPool2d(2)] if i < len(features) - 1 else []
-    cin = f
+  if not hidden:  # the compact variant: global average pool, dropout, one linear layer
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout_rate),
+                         nn.Linear(cin, num_classes))
   layers += [nn.AdaptiveAvgPool2d(pool_size), nn.Flatten()]
   for fan_in in (cin * pool_size**2, hidden):
     layers += [nn.Linear(fan_in, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout_rate)]
