@@ -41,7 +41,7 @@ QUIRKS = (
 def test_csv_quirks(tmp_path):
   t = movie_genre.load(_write(tmp_path, QUIRKS), top_k=0)
   rows = {r.id: r for r in t.rows}
-  assert sorted(rows, key=int) == ["1", "2", "3", "4", "5", "6", "10"]
+  assert sorted(rows) == ["1", "10", "12.5", "2", "3", "4", "5", "6", "abc"]  # ids are tokens
   assert rows["1"].genres == ("Crime", "Drama") and rows["1"].title == "Plain"
   assert rows["2"].title == "Crouching Tiger, Hidden Dragon"
   assert rows["3"].title == "Amélie"
@@ -50,7 +50,7 @@ def test_csv_quirks(tmp_path):
   assert rows["6"].title == "Padded" and rows["6"].genres == ("Drama", "Comedy")
   assert rows["6"].url == "https://i/6.jpg"
   assert rows["10"].title == "Multi\nline title"
-  assert t.dropped == {"malformed": 2, "duplicate_id": 1, "no_genre": 1, "bad_id": 4}
+  assert t.dropped == {"malformed": 2, "duplicate_id": 1, "no_genre": 1, "bad_id": 2}
   assert t.rows_read == 15
   assert t.notes == {"non_utf8_lines": 1, "line_breaks_in_quotes": 1}
   assert set(t.vocabulary) == {"Crime", "Drama", "Action", "Romance", "Comedy", "Thriller"}
@@ -135,7 +135,7 @@ def test_user_errors(tmp_path):
   with pytest.raises(ValueError, match="Genres"):
     movie_genre.load(path, genre_column="Genres")
   with pytest.raises(ValueError, match="no usable rows"):
-    movie_genre.load(_write(tmp_path, _row("x")))
+    movie_genre.load(_write(tmp_path, _row("..")))
   with pytest.raises(ValueError, match="split_fractions"):
     movie_genre.load(path, split_fractions=(0.5, 0.1))
 
@@ -223,3 +223,14 @@ def test_split_fractions_honoured(tmp_path):
   no_validation = movie_genre.load(_write(tmp_path, _many(300), "b.csv"),
                                    split_fractions=(0.8, 0.0, 0.2))
   assert {r.split for r in no_validation.rows} == {"train", "test"}
+
+
+def test_ids_are_safe_tokens():
+  """IMDb title ids are ids; paths and blanks are not; numeric ids keep their split hashes."""
+  for good, key in [("tt0084058", "tt0084058"), ("0042", "42"), ("a_b-c.1", "a_b-c.1")]:
+    assert movie_genre.id_key(good) == key
+  for bad in ("", "../1", "1/2", "a..b", "-3", ".hidden", "a b", "x" * 200, "1\\2"):
+    assert movie_genre.id_key(bad) is None, bad
+  # The split of a numeric id is a hash of its number, as before ids could be tokens.
+  assert movie_genre.split_of("0042") == movie_genre.split_of("42")
+  assert movie_genre._unit("42") == movie_genre._unit(movie_genre.id_key("42"))  # pylint: disable=protected-access

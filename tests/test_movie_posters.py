@@ -48,7 +48,7 @@ def _kaggle(root, n=60, url=lambda i: f"https://img.example/{i}.jpg"):
     (root / "posters" / f"{i}.jpg").write_bytes(data)
   (root / "posters" / "1007.jpg").write_bytes(_jpeg(1007, fmt="PNG"))  # PNG named .jpg: fine
   (root / "posters" / "1009.jpg").write_bytes(_jpeg(1009, mode="CMYK"))
-  lines += ["1001,dup,Duplicate,5,Drama,", "1999,x,No genre,5,,", "tt12,x,Bad id,5,Drama,"]
+  lines += ["1001,dup,Duplicate,5,Drama,", "1999,x,No genre,5,,", "../12,x,Bad id,5,Drama,"]
   (root / "MovieGenre.csv").write_text("\n".join(lines) + "\n")
   return root
 
@@ -299,3 +299,28 @@ def test_eval_rows_counts_every_row(tmp_path):
   path.write_text("imdbId,Genre\n1,\n2,[]\n3,\n")
   with pytest.raises(ValueError, match="no usable rows.*read 3, dropped {'no_genre': 3}"):
     movie_posters.eval_rows(str(path), str(root / "posters"), GENRES, _data(root))
+
+
+def test_multi_label_layout_needs_no_flags(tmp_path, capsys):
+  """Kaggle's other poster set: train.csv (Id = IMDb title id, Genre = a list literal, one
+  0/1 column per genre) and Images/<Id>.jpg, recognised from its shape."""
+  root = tmp_path / "multilabel"
+  os.makedirs(root / "Images")
+  names = sorted(set(GENRES) | {"Western"})
+  lines = ["Id,Genre," + ",".join(names)]
+  for i in range(1000, 1030):
+    genres = _genres(i)
+    lines.append(f'tt{i:07d},"{[g for g in genres]}",' + ",".join(str(int(n in genres)) for n in names))
+    (root / "Images" / f"tt{i:07d}.jpg").write_bytes(_jpeg(i))
+  (root / "train.csv").write_text("\n".join(lines) + "\n")
+  builder = movie_posters.make_builder(_data(root, top_k=0), str(tmp_path / "tfds"))
+  assert builder.builder_config.id_column == "Id" and builder.builder_config.poster_dir == "Images"
+  builder.download_and_prepare()
+  report = builder.info.metadata["build_report"]
+  assert report["kept"] == 30 and not report["dropped"]
+  ids = {r["id"].decode() for split in ("train", "validation", "test")
+         for r in _records(builder, split)}
+  assert ids == {f"tt{i:07d}" for i in range(1000, 1030)}
+  # An explicit layout field turns recognition off: the MovieGenre defaults stay.
+  explicit = movie_posters.builder_config(_data(root, csv="train.csv", id_column="Id"))
+  assert explicit.poster_dir == "posters"

@@ -220,7 +220,8 @@ def test_stale_temp_files_are_cleaned(tmp_path):
 def test_poster_path_uses_only_the_id(tmp_path):
   assert posters.poster_path(tmp_path, "42") == os.path.join(tmp_path, "42.jpg")
   assert posters.poster_path(tmp_path, "42", "poster_{id}.png").endswith("poster_42.png")
-  for bad_id in ("../1", "1/2", "1.jpg", "", "abc"):
+  assert posters.poster_path(tmp_path, "tt0084058").endswith("tt0084058.jpg")
+  for bad_id in ("../1", "1/2", "..", "", "a b"):
     with pytest.raises(ValueError):
       posters.poster_path(tmp_path, bad_id)
   with pytest.raises(ValueError, match="file_pattern"):

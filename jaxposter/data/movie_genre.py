@@ -6,7 +6,8 @@ Pipeline, each step counting what it drops (`Table.dropped`, by reason):
            module's limit -> "field_too_long", a quote left open -> "unbalanced_quote"
            (only its line: the lines it swallowed are read again). Every non-blank line
            after the header is in exactly one row read (see `split_rows`).
-  clean    ids must be integers ("bad_id"); first row per id wins ("duplicate_id");
+  clean    ids must be safe tokens ("bad_id": see `id_key`); first row per id wins
+           ("duplicate_id"; 0042 and 42 are one id);
            rows without any genre -> "no_genre".
   sample   `sample_size` rows: the ones with the smallest sha1(seed, id), so the sample
            does not depend on row order.
@@ -33,7 +34,8 @@ import pandas as pd
 
 SPLITS = ("train", "validation", "test")
 READ_DROPS = ("malformed", "field_too_long", "unbalanced_quote")  # reasons rows are dropped unread
-_ID = re.compile(r"^\d{1,18}$")
+_NUMERIC_ID = re.compile(r"^\d{1,18}$")
+_TOKEN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TRUE = {"1", "true", "t", "yes", "y"}
 _FALSE = {"0", "false", "f", "no", "n", ""}
 
@@ -226,13 +228,14 @@ def clean(frame: pd.DataFrame, *, id_column="imdbId", genre_column="Genre",
   flags = frame[list(genre_columns)].to_numpy() if genre_columns else None
   genre_values = frame[genre_column] if not genre_columns else [None] * len(frame)
   for i, (ident, title, url, value) in enumerate(zip(frame[id_column], titles, urls, genre_values)):
-    if not _ID.match(ident):
+    key = id_key(ident)
+    if key is None:
       dropped["bad_id"] += 1
       continue
-    if int(ident) in seen:
+    if key in seen:
       dropped["duplicate_id"] += 1
       continue
-    seen.add(int(ident))
+    seen.add(key)
     if flags is not None:
       bits = [_flag(v) for v in flags[i]]
       if None in bits:
@@ -248,13 +251,27 @@ def clean(frame: pd.DataFrame, *, id_column="imdbId", genre_column="Genre",
   return rows, dict(dropped)
 
 
+def id_key(ident: str) -> str | None:
+  """The canonical form of a poster id, or None if it is not one.
+
+  Ids are safe tokens: a letter or digit, then letters, digits, '.', '_' or '-' (IMDb's
+  `tt0084058`, Kaggle's `84058`), never a path: no separators, no '..'. Numeric ids are
+  compared as numbers (`0042` is `42`), which also keeps the split hashes of numeric ids.
+  """
+  if _NUMERIC_ID.match(ident):
+    return str(int(ident))
+  if _TOKEN_ID.match(ident) and ".." not in ident:
+    return ident
+  return None
+
+
 def _unit(text: str) -> float:
   return int(hashlib.sha1(text.encode()).hexdigest()[:15], 16) / 16 ** 15
 
 
 def split_of(ident: str, fractions: Sequence[float] = (0.7, 0.1, 0.2)) -> str:
   """The split of an id: a pure function of the id and the fractions."""
-  u = _unit(str(int(ident)))
+  u = _unit(id_key(ident))
   for name, edge in zip(SPLITS, np.cumsum(fractions)):
     if u < edge:
       return name
@@ -273,7 +290,7 @@ def sample(rows: list[Row], size: int, seed: int = 0) -> list[Row]:
   """The `size` rows with the smallest sha1(seed, id), in their original order."""
   if not size or size >= len(rows):
     return rows
-  keep = set(sorted(range(len(rows)), key=lambda i: _unit(f"sample{seed}:{int(rows[i].id)}"))[:size])
+  keep = set(sorted(range(len(rows)), key=lambda i: _unit(f"sample{seed}:{id_key(rows[i].id)}"))[:size])
   return [r for i, r in enumerate(rows) if i in keep]
 
 

@@ -72,8 +72,35 @@ _LABEL_FIELDS = ("top_k", "genres", "min_count", "keep_unlabeled", "sample_size"
                  "split_fractions")
 
 
+# The other public Kaggle poster layout ("Movie Posters" multi-label): train.csv with `Id`
+# (IMDb title ids), `Genre` (a list literal) and one 0/1 column per genre; Images/<Id>.jpg.
+MULTI_LABEL_LAYOUT = {"csv": "train.csv", "poster_dir": "Images", "id_column": "Id",
+                      "genre_column": "Genre", "title_column": "", "url_column": ""}
+_LAYOUT_FIELDS = tuple(MULTI_LABEL_LAYOUT)
+
+
+def detect_layout(fields: dict[str, Any]) -> dict[str, Any]:
+  """`fields` with the multi-label layout's fields when the folder has that layout's shape
+  and the layout fields were left at the MovieGenre defaults; otherwise `fields` as given."""
+  defaults = MoviePostersConfig(name="defaults")
+  if not fields["manual_dir"] or any(fields[k] != getattr(defaults, k) for k in _LAYOUT_FIELDS):
+    return fields
+  root = fields["manual_dir"]
+  csv_path = os.path.join(root, MULTI_LABEL_LAYOUT["csv"])
+  if (os.path.exists(os.path.join(root, defaults.csv)) or not os.path.isfile(csv_path)
+      or not os.path.isdir(os.path.join(root, MULTI_LABEL_LAYOUT["poster_dir"]))):
+    return fields
+  with open(csv_path, encoding="utf-8", errors="replace") as f:
+    header = [h.strip() for h in f.readline().split(",")]
+  if not {"Id", "Genre"} <= set(header):
+    return fields
+  logging.info("data: %s has the Kaggle multi-label layout (train.csv + Images/)", root)
+  return {**fields, **MULTI_LABEL_LAYOUT}
+
+
 def _fields(data_config: Any) -> dict[str, Any]:
-  """The data-shaping fields of a `config.data` ConfigDict (or dict), normalised."""
+  """The data-shaping fields of a `config.data` ConfigDict (or dict), normalised; a folder
+  in the multi-label layout is recognised (`detect_layout`)."""
   get = data_config.get if hasattr(data_config, "get") else lambda k, d: getattr(data_config, k, d)
   defaults = MoviePostersConfig(name="defaults")
   f = {k: get(k, getattr(defaults, k)) for k in DATA_FIELDS}
@@ -84,6 +111,7 @@ def _fields(data_config: Any) -> dict[str, Any]:
     f["genre_column"] = ""
   if f["manual_dir"]:
     f["manual_dir"] = os.path.abspath(os.path.expanduser(f["manual_dir"]))
+    f = detect_layout(f)
   if "{id}" not in f["file_pattern"]:
     raise ValueError(f"data.file_pattern must contain '{{id}}', got {f['file_pattern']!r}")
   posters.poster_path(".", "1", f["file_pattern"])  # a plain file name, or ValueError

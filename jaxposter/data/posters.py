@@ -21,7 +21,6 @@ import http.client
 import logging
 import os
 import random
-import re
 import socket
 import tempfile
 import threading
@@ -35,10 +34,10 @@ from PIL import Image
 import tqdm
 
 from jaxposter.data import images
+from jaxposter.data import movie_genre
 
 FAILURE_LOG = "download_failures.csv"
 USER_AGENT = "jaxposter/0.1 (+https://github.com/; poster downloader)"
-_ID = re.compile(r"^\d{1,18}$")
 _STALE_PART_SECONDS = 3600
 _CHUNK = 64 << 10
 _DECODE_SLOTS = threading.BoundedSemaphore(2)  # full decodes in flight, over all workers
@@ -69,9 +68,11 @@ class _SafeRedirects(urllib.request.HTTPRedirectHandler):
 
 
 def poster_path(poster_dir: str | os.PathLike, ident: str, file_pattern: str = "{id}.jpg") -> str:
-  """`poster_dir/<file_pattern with the id>`; the id must be digits only."""
-  if not _ID.match(ident):
-    raise ValueError(f"poster ids must be integers, got {ident!r}")
+  """`poster_dir/<file_pattern with the id>`; the id must be a safe token
+  (`movie_genre.id_key`)."""
+  if movie_genre.id_key(ident) is None:
+    raise ValueError(f"poster ids are letters, digits, '.', '_' and '-' (no '..'), "
+                     f"got {ident!r}")
   name = file_pattern.format(id=ident)
   if os.path.basename(name) != name or name in (".", ".."):
     raise ValueError(f"data.file_pattern must give a plain file name, got {file_pattern!r}")
@@ -221,7 +222,7 @@ def download(items: Iterable[tuple[str, str]], poster_dir: str | os.PathLike, *,
   todo = []
   for ident, url in items:
     ident, url = str(ident).strip(), (url or "").strip()
-    if not _ID.match(ident):
+    if movie_genre.id_key(ident) is None:
       failed["bad_id"] += 1
       report.failures.append((ident, url, "bad_id"))
     elif looks_present(poster_path(poster_dir, ident, file_pattern)):
