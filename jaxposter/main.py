@@ -5,7 +5,7 @@ import json
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -83,10 +83,34 @@ def _summary(result: dict | None) -> dict | None:
   return None if result is None else {k: v for k, v in result.items() if k != "per_genre"}
 
 
-def _restore(exp, step: int, steps_per_epoch: int, meta: dict | None = None):
-  meta = meta or exp.checkpoints.restore_meta(step)
+def _restore(exp, step: int, meta: dict, steps_per_epoch: int, with_optimizer: bool = True):
   check_compatible(meta, exp.config, exp.genres, exp.workdir)
-  return exp.checkpoints.restore(step, exp.new_state(steps_per_epoch)), meta
+  return exp.checkpoints.restore(step, exp.new_state(steps_per_epoch), with_optimizer)
+
+
+def _first_intact(ckpts: checkpoint.Checkpoints, steps: list[int],
+                  restore_state: Callable[[int, dict], Any],
+                  set_aside: bool = False) -> tuple[int, Any, dict]:
+  """(step, state, record) of the first of `steps` that reads back whole. Each damaged one
+  before it gets one line saying why it was skipped (and, when training, is renamed out of
+  the way of the steps about to be saved again); none intact is an error."""
+  skipped = {}
+  for step in steps:
+    try:
+      meta = ckpts.restore_meta(step)
+      state = restore_state(step, meta)
+    except checkpoint.DamagedCheckpoint as e:
+      skipped[step] = str(e)
+      continue
+    for bad, why in skipped.items():
+      aside = f"; moved to {os.path.basename(ckpts.set_aside(bad))}" if set_aside else ""
+      if report.is_chief():
+        print(f"skipped the damaged checkpoint at step {bad} in {ckpts.directory} ({why}){aside}",
+              flush=True)
+    return step, state, meta
+  raise UserError(f"no intact checkpoint in {ckpts.directory} (" + "; ".join(
+      f"step {s}: {why}" for s, why in skipped.items()) + "); move the damaged step folders "
+      "aside, or use a fresh --workdir")
 
 
 def _truncate_log(path: str, last_epoch: int) -> None:
@@ -111,7 +135,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = exp.with_pretrained(exp.new_state(steps_per_epoch))
     _truncate_log(log_path, 0)
   else:
-    state, meta = _restore(exp, latest, steps_per_epoch)
+    latest, state, meta = _first_intact(
+        exp.checkpoints, sorted(exp.checkpoints.steps(), reverse=True),
+        lambda s, m: _restore(exp, s, m, steps_per_epoch), set_aside=True)
     _truncate_log(log_path, meta["epoch"])
     print(f"Resumed from the checkpoint of epoch {meta['epoch']} (step {latest}) in {workdir}",
           flush=True)
@@ -233,13 +259,19 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
   if step is not None and step not in saved.steps():
     raise UserError(f"no checkpoint at step {step} in {workdir}; available: {sorted(saved.steps())}")
   chosen = step is None
-  step = step if step is not None else saved.best_step() or saved.latest_step()
-  meta = saved.restore_meta(step)  # read once, on every process (Orbax restores in lockstep)
+  exp = None  # set up once, from the first readable record (its genres, without data)
+
+  def restore_state(step: int, meta: dict):
+    nonlocal exp
+    exp = exp or setup(config, workdir, read_only=True, checkpoints=saved,
+                       genres=None if with_data else meta["genres"])
+    return _restore(exp, step, meta, exp.steps_per_epoch(), with_optimizer=False)
+
+  # Every record is read once, on every process (Orbax restores in lockstep).
+  step, state, meta = _first_intact(saved, saved.preferred_steps() if chosen else [step],
+                                    restore_state)
   if chosen and step == saved.best_step() and report.is_chief():
     print(f"{workdir}: the best checkpoint, {_best_line(saved, meta)}", flush=True)
-  genres = None if with_data else meta["genres"]
-  exp = setup(config, workdir, read_only=True, genres=genres, checkpoints=saved)
-  state, meta = _restore(exp, step, exp.steps_per_epoch(), meta)
   return Member(workdir, exp, exp.steps.place_state(state), meta, step)
 
 

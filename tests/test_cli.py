@@ -1,8 +1,10 @@
 """End-to-end tests of launch.py: train, evaluate, resume after SIGKILL, device counts, errors."""
 
+import glob
 import json
 import os
 import re
+import shutil
 import signal
 
 import pytest
@@ -109,6 +111,54 @@ def test_mid_epoch_checkpoints_resume_mid_epoch(trained, tiny_data_dir, tmp_path
     assert a[k] == pytest.approx(b[k], rel=1e-6), k
   step, _ = _eval(workdir)  # the best is an epoch's end, never a mid-epoch save
   assert step % 6 == 0
+
+
+def _damage(step_dir: str, how: str) -> None:
+  """One fault in a saved step: its largest array file cut short, its array metadata
+  garbled, or its OCDBT manifest missing."""
+  if how == "truncated_array_file":
+    largest = max(glob.glob(os.path.join(step_dir, "**", "d", "*"), recursive=True),
+                  key=os.path.getsize)
+    os.truncate(largest, os.path.getsize(largest) // 3)
+  elif how == "garbage_metadata":
+    with open(os.path.join(step_dir, "_METADATA"), "wb") as f:
+      f.write(b"\x00garbage{")
+  else:
+    os.remove(os.path.join(step_dir, "manifest.ocdbt"))
+
+
+@pytest.mark.parametrize("how", ["truncated_array_file", "garbage_metadata", "missing_file"])
+def test_a_damaged_latest_checkpoint_resumes_from_the_previous_step(trained, tiny_data_dir,
+                                                                    tmp_path, how):
+  """The last step's state damaged: resume skips it with one line, redoes epoch 3 from
+  step 12, and logs what the uninterrupted run logged."""
+  reference, _ = trained
+  workdir = str(tmp_path / "damaged")
+  shutil.copytree(reference, workdir)
+  _damage(os.path.join(workdir, "checkpoints", "18", "state"), how)
+  resumed = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                     *tiny_overrides(tiny_data_dir, num_epochs=3)])
+  skipped = [line for line in resumed.stdout.splitlines() if "skipped" in line]
+  assert len(skipped) == 1 and "damaged checkpoint at step 18" in skipped[0], resumed.stdout
+  assert "(step 12)" in resumed.stdout and "Traceback" not in resumed.stderr
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "18.damaged"))  # kept, not deleted
+  log, clean = _log(workdir), _log(reference)
+  assert [r["epoch"] for r in log] == [1, 2, 3]
+  for split in ("validation", "test"):
+    for k in ("OF1", "mAP", "loss"):
+      assert log[-1][split][k] == pytest.approx(clean[-1][split][k], rel=1e-6), (split, k)
+
+
+def test_eval_needs_no_optimizer_state(trained, tmp_path):
+  """Damage confined to a step's optimizer state: eval of it still works (and matches)."""
+  reference, _ = trained
+  workdir = str(tmp_path / "no_opt")
+  shutil.copytree(reference, workdir)
+  _damage(os.path.join(workdir, "checkpoints", "18", "opt_state"), "truncated_array_file")
+  _, a = _eval(workdir, "--step", "18")
+  _, b = _eval(reference, "--step", "18")
+  for k in ("OF1", "mAP", "loss"):
+    assert a[k] == pytest.approx(b[k], rel=1e-6), k
 
 
 def test_eight_devices_match_one(trained, tiny_data_dir, tmp_path):
