@@ -14,6 +14,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from jaxposter import report
+
 # name -> (what it is, its path in a validation result, higher is better)
 BEST_METRICS = {
     "val_mAP": ("validation mAP", ("mAP",), True),
@@ -95,12 +97,9 @@ class Checkpoints:
     return ([best] if best is not None else []) + [s for s in newest if s != best]
 
   def set_aside(self, step: int) -> str:
-    """Renames a damaged step's folder to <step>.damaged[-N] (Orbax then ignores it)."""
+    """Renames a damaged step's folder to <step>.damaged-N (Orbax then ignores it)."""
     path = os.path.join(self.directory, str(step))
-    aside, n = f"{path}.damaged", 1
-    while os.path.exists(aside):
-      n += 1
-      aside = f"{path}.damaged-{n}"
+    aside = report.unused_name(f"{path}.damaged")
     if jax.process_index() == 0:
       os.replace(path, aside)
     if jax.process_count() > 1:

@@ -113,16 +113,41 @@ def _first_intact(ckpts: checkpoint.Checkpoints, steps: list[int],
       "aside, or use a fresh --workdir")
 
 
-def _truncate_log(path: str, last_epoch: int) -> None:
-  """Drops log records of epochs after the checkpoint we resume from (they are redone)."""
+def _align_log(path: str, last_epoch: int) -> None:
+  """Leaves the log one record per epoch up to `last_epoch`, the checkpoint resumed from
+  (0: none). A log holding anything else (epochs after that checkpoint, which are redone;
+  a duplicate; a cut-short line) is first kept aside whole as metrics.jsonl.stale-N."""
   if not os.path.exists(path) or not report.is_chief():
     return
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  with open(path, "w") as f:
-    for r in records:
-      if r["epoch"] <= last_epoch:
-        f.write(json.dumps(r) + "\n")
+  records, unreadable = report.read_jsonl(path)
+  kept = sorted({r["epoch"]: r for r in records if r["epoch"] <= last_epoch}.values(),
+                key=lambda r: r["epoch"])
+  if kept == records and not unreadable:
+    return
+  aside = report.unused_name(path + ".stale")
+  os.replace(path, aside)
+  for r in kept:
+    report.append_jsonl(path, r)
+  later = sorted({r["epoch"] for r in records if r["epoch"] > last_epoch})
+  why = (f"records of epochs {later[0]}-{later[-1]} after the checkpoint resumed from (epoch "
+         f"{last_epoch})" if later else "duplicate or unreadable lines")
+  print(f"{path} held {why}: kept aside as {os.path.basename(aside)}; the log restarts from "
+        f"its {len(kept)} record(s) up to epoch {last_epoch}", flush=True)
+
+
+def _check_step_arithmetic(exp, step: int, meta: dict, steps_per_epoch: int) -> None:
+  """Refuses to resume where this config would number the steps of an epoch differently
+  (another batch_size or training split): epochs would be repeated or skipped, and the
+  learning-rate schedule shifted."""
+  saved = meta["config"].get("batch_size", exp.config.batch_size)
+  if saved == exp.config.batch_size and step // steps_per_epoch == meta["epoch"]:
+    return
+  raise UserError(
+      f"cannot resume from the checkpoint at step {step} (after epoch {meta['epoch']}) in "
+      f"{exp.workdir}: it was trained with batch_size {saved}, and this config makes "
+      f"{steps_per_epoch} steps per epoch (batch_size {exp.config.batch_size}, "
+      f"{exp.num_examples('train')} training posters), so its epochs would not line up. "
+      f"Resume with --config.batch_size={saved} and the same data, or use a fresh --workdir")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -133,12 +158,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   latest = exp.checkpoints.latest_step()
   if latest is None:
     state = exp.with_pretrained(exp.new_state(steps_per_epoch))
-    _truncate_log(log_path, 0)
+    _align_log(log_path, 0)
   else:
+    def resume(step: int, meta: dict):
+      _check_step_arithmetic(exp, step, meta, steps_per_epoch)
+      return _restore(exp, step, meta, steps_per_epoch)
+
     latest, state, meta = _first_intact(
-        exp.checkpoints, sorted(exp.checkpoints.steps(), reverse=True),
-        lambda s, m: _restore(exp, s, m, steps_per_epoch), set_aside=True)
-    _truncate_log(log_path, meta["epoch"])
+        exp.checkpoints, sorted(exp.checkpoints.steps(), reverse=True), resume, set_aside=True)
+    _align_log(log_path, meta["epoch"])
     print(f"Resumed from the checkpoint of epoch {meta['epoch']} (step {latest}) in {workdir}",
           flush=True)
   # Only now: a config the checkpoint refused must not replace the one it was trained with.
@@ -197,10 +225,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     val = evaluate.score(*val_out, exp.genres, tuned)
     test = (evaluate.evaluate_split(exp, state, "test", tuned)
             if config.test_every_epoch or epoch == config.num_epochs else None)
-    exp.checkpoints.save(step, exp.steps.unplace_state(state),
-                         _meta(exp, epoch, val, test, tuned), checkpoint.checkpoint_metrics(val))
+    # The log first: a kill before the save leaves it an epoch ahead of the checkpoints (set
+    # aside on resume), never an epoch short.
     record = {"epoch": epoch, "step": step, "train": train_m, "validation": val, "test": test}
     report.append_jsonl(log_path, record)
+    exp.checkpoints.save(step, exp.steps.unplace_state(state),
+                         _meta(exp, epoch, val, test, tuned), checkpoint.checkpoint_metrics(val))
     if config.tensorboard and report.is_chief():
       from jaxposter import tensorboard
       tensorboard.write_epoch(os.path.join(workdir, "tensorboard"), record)

@@ -113,6 +113,12 @@ def test_mid_epoch_checkpoints_resume_mid_epoch(trained, tiny_data_dir, tmp_path
   assert step % 6 == 0
 
 
+def _copy(trained, tmp_path, name):
+  workdir = str(tmp_path / name)
+  shutil.copytree(trained[0], workdir)
+  return workdir
+
+
 def _damage(step_dir: str, how: str) -> None:
   """One fault in a saved step: its largest array file cut short, its array metadata
   garbled, or its OCDBT manifest missing."""
@@ -133,15 +139,14 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_previous_step(trained, tin
   """The last step's state damaged: resume skips it with one line, redoes epoch 3 from
   step 12, and logs what the uninterrupted run logged."""
   reference, _ = trained
-  workdir = str(tmp_path / "damaged")
-  shutil.copytree(reference, workdir)
+  workdir = _copy(trained, tmp_path, "damaged")
   _damage(os.path.join(workdir, "checkpoints", "18", "state"), how)
   resumed = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
                      *tiny_overrides(tiny_data_dir, num_epochs=3)])
   skipped = [line for line in resumed.stdout.splitlines() if "skipped" in line]
   assert len(skipped) == 1 and "damaged checkpoint at step 18" in skipped[0], resumed.stdout
   assert "(step 12)" in resumed.stdout and "Traceback" not in resumed.stderr
-  assert os.path.isdir(os.path.join(workdir, "checkpoints", "18.damaged"))  # kept, not deleted
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "18.damaged-1"))  # kept, not deleted
   log, clean = _log(workdir), _log(reference)
   assert [r["epoch"] for r in log] == [1, 2, 3]
   for split in ("validation", "test"):
@@ -152,13 +157,50 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_previous_step(trained, tin
 def test_eval_needs_no_optimizer_state(trained, tmp_path):
   """Damage confined to a step's optimizer state: eval of it still works (and matches)."""
   reference, _ = trained
-  workdir = str(tmp_path / "no_opt")
-  shutil.copytree(reference, workdir)
+  workdir = _copy(trained, tmp_path, "no_opt")
   _damage(os.path.join(workdir, "checkpoints", "18", "opt_state"), "truncated_array_file")
   _, a = _eval(workdir, "--step", "18")
   _, b = _eval(reference, "--step", "18")
   for k in ("OF1", "mAP", "loss"):
     assert a[k] == pytest.approx(b[k], rel=1e-6), k
+
+
+def test_resuming_with_another_batch_size_is_refused(trained, tiny_data_dir, tmp_path):
+  """Another batch_size renumbers the epochs' steps: one line, and the log untouched
+  (it used to 'resume at epoch 3' and log epochs 1,2,3,2,3,4)."""
+  workdir = _copy(trained, tmp_path, "batch32")
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                  *tiny_overrides(tiny_data_dir, num_epochs=4, batch_size=32)], check=False)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert "cannot resume" in proc.stderr and "--config.batch_size=16" in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1
+  assert [r["epoch"] for r in _log(workdir)] == [1, 2, 3]
+
+
+def test_a_log_ahead_of_the_checkpoints_is_kept_aside(trained, tiny_data_dir, tmp_path):
+  """checkpoints/ deleted, then a fresh 1-epoch run: the 3-epoch log is renamed, not cut."""
+  workdir = _copy(trained, tmp_path, "no_ckpts")
+  shutil.rmtree(os.path.join(workdir, "checkpoints"))
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                  *tiny_overrides(tiny_data_dir, num_epochs=1)])
+  assert "kept aside as metrics.jsonl.stale-1" in proc.stdout
+  assert [r["epoch"] for r in _log(workdir)] == [1]
+  with open(os.path.join(workdir, "metrics.jsonl.stale-1")) as f:
+    assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
+
+
+def test_a_cut_short_last_log_line_is_ignored_with_a_warning(trained, tiny_data_dir, tmp_path):
+  workdir = _copy(trained, tmp_path, "cut_log")
+  log_path = os.path.join(workdir, "metrics.jsonl")
+  with open(log_path, "a") as f:
+    f.write('{"epoch": 4, "step": 2')  # a run killed while writing
+  _, result = _eval(workdir, "--step", "18")  # the training curves read the log
+  assert result["num_examples"] == 37
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                  *tiny_overrides(tiny_data_dir, num_epochs=3)])
+  assert "line 4 is not a whole JSON record" in proc.stdout and "nothing to train" in proc.stdout
+  assert [r["epoch"] for r in _log(workdir)] == [1, 2, 3]
+  assert open(log_path + ".stale-1").read().endswith('"step": 2')
 
 
 def test_eight_devices_match_one(trained, tiny_data_dir, tmp_path):
