@@ -24,7 +24,6 @@ BEST_METRICS = {
     "val_loss": ("validation loss", ("loss",), False),
     "val_OF1": ("validation OF1 at 0.5", ("OF1",), True),
 }
-LEGACY_BEST_METRIC = "val_OF1"  # workdirs saved before the choice existed
 
 
 def checkpoint_metrics(validation: dict) -> dict[str, float]:
@@ -77,7 +76,8 @@ class Checkpoints:
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policies.AnyPreservationPolicy(keep_policies),
         best_fn=lambda m: m[best_metric], best_mode="max" if higher else "min",
-        cleanup_tmp_directories=True, read_only=read_only, create=not read_only)
+        # The folder appears with the first save: a run that fails before leaves none behind.
+        cleanup_tmp_directories=True, read_only=read_only, create=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "opt_state", "meta"))
 
@@ -110,6 +110,7 @@ class Checkpoints:
 
   def save(self, step: int, state: Any, meta: dict, metrics: dict[str, float] | None) -> None:
     """Saves asynchronously; `metrics` None (a mid-epoch save) never counts as the best."""
+    os.makedirs(self.directory, exist_ok=True)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state.replace(opt_state=None)),
         opt_state=ocp.args.StandardSave(state.opt_state), meta=ocp.args.JsonSave(meta)),

@@ -14,45 +14,16 @@ from tqdm import tqdm
 
 from jaxposter import checkpoint, evaluate, report, thresholds, train
 from jaxposter.data import pipeline
-from jaxposter.experiment import UserError, check_compatible, setup
+from jaxposter.errors import UserError
+from jaxposter.experiment import check_compatible, setup
+from jaxposter.saved_config import CONFIG_FILE, load as load_workdir_config
 
 MODES = ("train", "eval", "predict")
 # Tests set these to kill a run with SIGKILL at an exact step (optionally once the last
 # checkpoint is on disk), to show resuming is exact; timing a kill from outside is flaky.
 _SIGKILL_AT_STEP = int(os.environ.get("JAXPOSTER_SIGKILL_AT_STEP", "-1"))
 _SIGKILL_AFTER_SAVE = os.environ.get("JAXPOSTER_SIGKILL_AFTER_SAVE") == "1"
-CONFIG_FILE = "config.json"
 LOG_FILE = "metrics.jsonl"
-
-
-def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise UserError(f"{workdir} holds no {CONFIG_FILE}: train into it first "
-                    f"(python launch.py --config configs/demo.py --workdir {workdir}), "
-                    "or pass --config")
-  with open(path) as f:
-    saved = json.load(f)
-  from configs import default  # fields added since the run was saved keep their defaults
-  config = default.get_config()
-  if "best_metric" not in saved.get("checkpoint", {}):
-    config.checkpoint.best_metric = checkpoint.LEGACY_BEST_METRIC
-  _merge(config, saved)
-  return config
-
-
-def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
-  for key, value in saved.items():
-    if key not in config:
-      continue  # a field this version no longer has
-    if isinstance(value, dict) and isinstance(config[key], ml_collections.ConfigDict):
-      if key == "kwargs":  # free-form model arguments: as saved, JSON lists back to tuples
-        config[key] = ml_collections.ConfigDict(
-            {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
-      else:
-        _merge(config[key], value)
-    else:
-      config[key] = tuple(value) if isinstance(config[key], tuple) else value
 
 
 def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mode: str = "train",
@@ -62,6 +33,8 @@ def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mod
   workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
   if mode not in MODES:
     raise UserError(f"unknown mode {mode!r}; choose one of {MODES}")
+  for w in workdirs:
+    _check_path(w, "--workdir", folder=True)
   if mode == "train":
     if config is None:
       raise UserError("training needs --config (e.g. --config configs/demo.py)")
@@ -71,6 +44,19 @@ def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mod
   if mode == "eval":
     return evaluate_checkpoint(config, workdirs, step, csv, posters)
   return predict_posters(config, workdirs, step, list(inputs), threshold, output, saliency)
+
+
+def _check_path(path: str, flag: str, folder: bool) -> None:
+  """`path` can be (or become) a folder (`folder`) or a file: it is not the other kind, and
+  the nearest existing path above it is a folder."""
+  kind, other = ("folder", "file") if folder else ("file", "folder")
+  if os.path.exists(path) and os.path.isdir(path) != folder:
+    raise UserError(f"{flag} {path} is a {other}, not a {kind}")
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
 
 
 def _meta(exp, epoch: int, val: dict | None, test: dict | None, tuned: dict | None) -> dict:
@@ -152,7 +138,6 @@ def _check_step_arithmetic(exp, step: int, meta: dict, steps_per_epoch: int) -> 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   exp = setup(config, workdir)
-  os.makedirs(workdir, exist_ok=True)
   log_path = os.path.join(workdir, LOG_FILE)
   steps_per_epoch = exp.steps_per_epoch()
   latest = exp.checkpoints.latest_step()
@@ -169,7 +154,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _align_log(log_path, meta["epoch"])
     print(f"Resumed from the checkpoint of epoch {meta['epoch']} (step {latest}) in {workdir}",
           flush=True)
-  # Only now: a config the checkpoint refused must not replace the one it was trained with.
+  # Only now: a config the checkpoint refused must not replace the one it was trained with
+  # (and a config whose model cannot be built leaves no workdir behind).
+  os.makedirs(workdir, exist_ok=True)
   report.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
   params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f"{config.model.name}: {params:,} parameters; {len(jax.devices())} device(s); "
@@ -365,24 +352,41 @@ def _ensemble_outputs(members: list[Member], source, tune_on_validation: bool):
   return (probs, outs[0][1], np.mean([o[2] for o in outs], axis=0)), tuned
 
 
+def _threshold_kind(value: str) -> str | float:
+  """--threshold (or the config's): a kind of tuned threshold, or a number in (0, 1)."""
+  try:
+    number = float(value)
+  except ValueError:
+    if value not in thresholds.KINDS:
+      raise UserError(f"--threshold {value}: choose one of {', '.join(thresholds.KINDS)} or a "
+                      "number in (0, 1)") from None
+    return value
+  if not 0 < number < 1:  # NaN too
+    raise UserError(f"--threshold {value}: a number must be in (0, 1), e.g. 0.5")
+  return number
+
+
 def predict_posters(config, workdirs: list[str], step, inputs: list[str], threshold: str,
                     output: str, saliency: str = "") -> list[dict]:
   from jaxposter import predict
   if not inputs:
     raise UserError("predict needs --inputs: poster files and/or folders")
+  if output:
+    _check_path(output, "--output", folder=False)
+  kind = _threshold_kind(threshold) if threshold else None  # refused before restoring
   members = restore_all(workdirs, config, step, with_data=False)
-  kind = threshold or members[0].exp.config.threshold
-  try:
-    kind = float(kind)
-  except ValueError:
-    pass
+  kind = kind if kind is not None else _threshold_kind(str(members[0].exp.config.threshold))
+  genres = members[0].exp.genres
+  if saliency and saliency not in genres:
+    raise UserError(f"unknown genre {saliency!r} for --saliency; this model knows: "
+                    f"{', '.join(genres)}")
   try:
     rows = predict.run(members, inputs, kind, output)
-    if saliency:
-      predict.saliency_maps(members[0], rows, saliency, os.path.dirname(output) if output
-                            else os.path.join(members[0].workdir, "saliency"))
+    if saliency:  # beside --output, or in <workdir>/saliency
+      predict.saliency_maps(members[0], rows, saliency, os.path.dirname(os.path.abspath(output))
+                            if output else os.path.join(members[0].workdir, "saliency"))
     return rows
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, OSError) as e:
     raise UserError(str(e)) from e
 
 

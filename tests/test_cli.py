@@ -229,6 +229,77 @@ def test_bad_input_is_one_clear_message(args, message, tmp_path):
   assert "Traceback" not in proc.stderr
 
 
+def _poster(directory) -> str:
+  from PIL import Image
+  os.makedirs(directory, exist_ok=True)
+  Image.new("RGB", (24, 36), (200, 30, 30)).save(os.path.join(directory, "p1.png"))
+  return str(directory)
+
+
+@pytest.mark.parametrize("case", ["kwargs_abc", "unknown_kwarg", "workdir_is_a_file",
+                                  "garbage_config_json", "output_is_a_folder",
+                                  "output_parent_is_a_file", "threshold_nan", "threshold_2"])
+def test_more_bad_input_is_one_clear_line(case, trained, tiny_data_dir, tmp_path):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  train = ["--config", "configs/demo.py", *tiny_overrides(tiny_data_dir)]
+  predict = ["--workdir", trained[0], "--mode", "predict", "--inputs", _poster(tmp_path / "in")]
+  args, message = {
+      "kwargs_abc": ([*train, "--workdir", str(tmp_path / "w"),
+                      "--config.model.kwargs.features=abc"], "model 'custom_cnn' with model.kwargs"),
+      "unknown_kwarg": ([*train, "--workdir", str(tmp_path / "w"), "--config.model.kwargs.foo=1"],
+                        "model custom_cnn has no argument foo (--config.model.kwargs.*); it "
+                        "takes: features, hidden, pool_size"),
+      "workdir_is_a_file": ([*train, "--workdir", str(a_file)], "is a file, not a folder"),
+      "garbage_config_json": (["--workdir", str(tmp_path / "w"), "--mode", "eval"],
+                              "config.json is not a saved jaxposter config (JSONDecodeError"),
+      "output_is_a_folder": ([*predict, "--output", str(tmp_path)], "is a folder, not a file"),
+      "output_parent_is_a_file": ([*predict, "--output", str(a_file / "p.json")],
+                                  f"{a_file} is a file, not a folder"),
+      "threshold_nan": ([*predict, "--threshold", "nan"], "must be in (0, 1)"),
+      "threshold_2": ([*predict, "--threshold", "2"], "must be in (0, 1)"),
+  }[case]
+  if case == "garbage_config_json":
+    shutil.copytree(trained[0], str(tmp_path / "w"))
+    (tmp_path / "w" / "config.json").write_text("{garbage")
+  proc = run_cli(args, check=False)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
+  assert lines[0].startswith("jaxposter: error: ") and message in lines[0]
+  if case == "kwargs_abc":
+    assert not os.path.exists(tmp_path / "w")  # no empty checkpoints/ left behind
+  if case.startswith("output"):
+    assert "Drama" not in proc.stdout  # refused before predicting
+
+
+def test_saliency_maps_go_beside_a_bare_output_name(trained, tmp_path):
+  """--output preds.json (no folder) used to write the predictions, then fail on ''."""
+  run_cli(["--workdir", trained[0], "--mode", "predict", "--inputs", _poster(tmp_path / "in"),
+           "--output", "preds.json", "--saliency", "Drama"], cwd=str(tmp_path))
+  assert os.path.exists(tmp_path / "preds.json") and os.path.exists(tmp_path / "p1.Drama.png")
+  proc = run_cli(["--workdir", trained[0], "--mode", "predict", "--inputs", str(tmp_path / "in"),
+                  "--output", "other.json", "--saliency", "Dram"], cwd=str(tmp_path), check=False)
+  assert proc.returncode == 2 and "unknown genre 'Dram' for --saliency" in proc.stderr
+  assert not os.path.exists(tmp_path / "other.json")  # refused before writing anything
+
+
+def test_eval_takes_config_overrides_on_the_saved_config(trained):
+  """The eval_batch_size advice is typeable as given: --config.* without --config applies to
+  the workdir's saved config."""
+  three = {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
+  proc = run_cli(["--workdir", trained[0], "--mode", "eval", "--step", "18"], env_extra=three,
+                 check=False)
+  advice = re.search(r"e\.g\. (--config\.eval_batch_size=\d+)", proc.stderr).group(1)
+  proc = run_cli(["--workdir", trained[0], "--mode", "eval", "--step", "18", advice],
+                 env_extra=three)
+  assert "checkpoint at step 18" in proc.stdout
+  with open(os.path.join(trained[0], "eval_step18.json")) as f:
+    result = json.load(f)
+  logged = _log(trained[0])[-1]["test"]
+  for k in ("OF1", "mAP", "loss"):
+    assert result[k] == pytest.approx(logged[k], rel=1e-5, abs=1e-6), k
+
+
 def test_batch_size_must_divide_over_devices(tiny_data_dir, tmp_path):
   proc = run_cli(["--config", "configs/demo.py", "--workdir", str(tmp_path / "w"),
                   *tiny_overrides(tiny_data_dir, batch_size=12)],
