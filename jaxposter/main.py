@@ -353,16 +353,17 @@ def _ensemble_outputs(members: list[Member], source, tune_on_validation: bool):
 
 
 def _threshold_kind(value: str) -> str | float:
-  """--threshold (or the config's): a kind of tuned threshold, or a number in (0, 1)."""
+  """--threshold (or the config's): a kind of tuned threshold, or a number in [0, 1) (0
+  predicts every genre; 1 or more, or NaN, would predict none)."""
   try:
     number = float(value)
   except ValueError:
     if value not in thresholds.KINDS:
       raise UserError(f"--threshold {value}: choose one of {', '.join(thresholds.KINDS)} or a "
-                      "number in (0, 1)") from None
+                      "number in [0, 1)") from None
     return value
-  if not 0 < number < 1:  # NaN too
-    raise UserError(f"--threshold {value}: a number must be in (0, 1), e.g. 0.5")
+  if not 0 <= number < 1:  # NaN too
+    raise UserError(f"--threshold {value}: a number must be in [0, 1), e.g. 0.5")
   return number
 
 

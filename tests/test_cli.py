@@ -256,8 +256,8 @@ def test_more_bad_input_is_one_clear_line(case, trained, tiny_data_dir, tmp_path
       "output_is_a_folder": ([*predict, "--output", str(tmp_path)], "is a folder, not a file"),
       "output_parent_is_a_file": ([*predict, "--output", str(a_file / "p.json")],
                                   f"{a_file} is a file, not a folder"),
-      "threshold_nan": ([*predict, "--threshold", "nan"], "must be in (0, 1)"),
-      "threshold_2": ([*predict, "--threshold", "2"], "must be in (0, 1)"),
+      "threshold_nan": ([*predict, "--threshold", "nan"], "must be in [0, 1)"),
+      "threshold_2": ([*predict, "--threshold", "2"], "must be in [0, 1)"),
   }[case]
   if case == "garbage_config_json":
     shutil.copytree(trained[0], str(tmp_path / "w"))
