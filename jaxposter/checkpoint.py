@@ -8,6 +8,8 @@ A step whose files do not read back raises `DamagedCheckpoint`; callers skip to 
 """
 
 import os
+import sys
+import traceback
 from typing import Any
 
 import jax
@@ -49,6 +51,26 @@ class DamagedCheckpoint(Exception):
   """A step whose files do not read back (truncated, garbled or missing); `str` says why."""
 
 
+def _drop_abandoned_read_noise() -> None:
+  """When one read of a restore fails, Orbax gives up on the others, but they still finish,
+  raising into its closed event loop or from their dropped coroutines: Python prints those
+  as unraisable tracebacks, after the damage was already reported. This drops them."""
+  if getattr(sys.unraisablehook, "drops_abandoned_reads", False):
+    return
+  printer = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    closed_loop = (isinstance(unraisable.exc_value, RuntimeError)
+                   and str(unraisable.exc_value) == "Event loop is closed")
+    in_orbax = any(f"{os.sep}orbax{os.sep}" in frame.filename
+                   for frame in traceback.extract_tb(unraisable.exc_traceback))
+    if not (closed_loop or in_orbax):
+      printer(unraisable)
+
+  hook.drops_abandoned_reads = True
+  sys.unraisablehook = hook
+
+
 def _why(e: Exception) -> str:
   """An Orbax / TensorStore error (often dozens of lines) as one short line."""
   first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
@@ -80,6 +102,7 @@ class Checkpoints:
         cleanup_tmp_directories=True, read_only=read_only, create=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "opt_state", "meta"))
+    _drop_abandoned_read_noise()
 
   def steps(self) -> list[int]:
     return list(self._manager.all_steps())
