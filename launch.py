@@ -34,17 +34,75 @@ flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
 
+SAVED_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jaxposter",
+                            "saved_config.py")
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+  """The last value of --name in argv (--name=v or --name v), read before absl parses it."""
+  value = None
+  for i, arg in enumerate(argv):
+    if re.fullmatch(rf"--?{name}", arg) and i + 1 < len(argv):
+      value = argv[i + 1]
+    elif re.match(rf"--?{name}=", arg):
+      value = arg.split("=", 1)[1]
+  return value
+
+
+def with_saved_config(argv: list[str]) -> list[str]:
+  """eval / predict given --config.* overrides but no --config: the overrides apply to the
+  (first) workdir's saved config, e.g. --config.eval_batch_size=64."""
+  if (_flag_value(argv, "mode") not in ("eval", "predict") or _flag_value(argv, "config")
+      or not any(re.match(r"--?config\.", arg) for arg in argv)):
+    return argv
+  workdir = (_flag_value(argv, "workdir") or "").split(",")[0]
+  return [argv[0], f"--config={SAVED_CONFIG}:{workdir}", *argv[1:]]
+
+
+def _unknown_model_kwarg(argv: list[str]) -> str | None:
+  """'model custom_cnn has no argument foo; it takes: ...' for --config.model.kwargs.foo."""
+  given = [m.group(1) for m in map(re.compile(r"--?config\.model\.kwargs\.(\w+)").match, argv)
+           if m]
+  if not given:
+    return None
+  try:  # the config as loaded, before the override that failed
+    config = FLAGS["config"].parser.parse(_flag_value(argv, "config"))
+    kwargs, name = config.model.kwargs, _flag_value(argv, "config.model.name") or config.model.name
+  except Exception:  # pylint: disable=broad-except (the config's own error is reported instead)
+    return None
+  from jaxposter import models  # exiting anyway: starting jax now costs nothing
+  unknown = [k for k in given if k not in kwargs]
+  if not unknown or name not in models.MODELS:
+    return None
+  ctor = models.MODELS[name]
+  fields = getattr(getattr(ctor, "func", ctor), "__dataclass_fields__", {})
+  taken = sorted(set(fields) - {"parent", "name", "num_classes", "dtype", "dropout_rate",
+                                "remat", "frozen_bn", "bn_axis_name"})  # set from other fields
+  if any(k not in taken for k in unknown):
+    return (f"model {name} has no argument {', '.join(k for k in unknown if k not in taken)} "
+            f"(--config.model.kwargs.*); it takes: {', '.join(taken)}")
+  return (f"model.kwargs.{unknown[0]} is not in the config's model.kwargs, and a config cannot "
+          f"gain fields from the command line: set c.model.kwargs.{unknown[0]} in a config file")
+
+
 def parse_flags(argv):
   """absl's parser, with config errors (missing file, misspelled field) as one clear line."""
+  from jaxposter.errors import UserError  # imports nothing: jax stays unstarted
+  argv = sys.argv[:] = with_saved_config(argv)  # ml_collections reads overrides from sys.argv
   try:
     argv = FLAGS(argv)
     if FLAGS["config"].present or FLAGS.config is not None:
       FLAGS.config.to_dict()  # a config file that failed to load raises here
     return argv
+  except UserError as e:  # from jaxposter/saved_config.py
+    sys.exit(f"jaxposter: error: {e}")
   except flags.Error as e:
     sys.exit(f"jaxposter: error: {e}\nUsage: python launch.py --config configs/demo.py "
              "--workdir runs/demo [--mode train|eval]")
   except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+    kwarg = _unknown_model_kwarg(argv)
+    if kwarg:
+      sys.exit(f"jaxposter: error: {kwarg}")
     message = " ".join(str(e).strip("'\"").replace("\\n", " ").split())
     missing = re.search(r"No such file or directory: '([^']+)'?", message)
     if missing:
@@ -60,7 +118,7 @@ def main(argv):
   from jaxposter import runtime  # before anything imports jax
   runtime.configure_for(FLAGS.config, FLAGS.workdir)
   from jaxposter import main as jp_main, parallel
-  from jaxposter.experiment import UserError
+  from jaxposter.errors import UserError
   try:
     parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
     jp_main.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.step, FLAGS.csv, FLAGS.posters,

@@ -1,15 +1,22 @@
 """Orbax checkpoints: the only module that imports orbax.
 
-A checkpoint is the TrainState (params, batch_stats, optimizer state, step) plus a JSON
-record: the config it was trained with, the genre vocabulary, the epoch and its metrics.
-The last `keep` epochs are kept, and the best by a validation measure (`BEST_METRICS`).
+A checkpoint is the TrainState (params, batch_stats, moving averages, step), its optimizer
+state as a separate item (eval and predict never read it, so damage there cannot stop them),
+plus a JSON record: the config it was trained with, the genre vocabulary, the epoch and its
+metrics. The last `keep` epochs are kept, and the best by a validation measure (`BEST_METRICS`).
+A step whose files do not read back raises `DamagedCheckpoint`; callers skip to another.
 """
 
 import os
+import sys
+import traceback
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+
+from jaxposter import report
 
 # name -> (what it is, its path in a validation result, higher is better)
 BEST_METRICS = {
@@ -19,7 +26,6 @@ BEST_METRICS = {
     "val_loss": ("validation loss", ("loss",), False),
     "val_OF1": ("validation OF1 at 0.5", ("OF1",), True),
 }
-LEGACY_BEST_METRIC = "val_OF1"  # workdirs saved before the choice existed
 
 
 def checkpoint_metrics(validation: dict) -> dict[str, float]:
@@ -41,6 +47,38 @@ def describe_best(best_metric: str, validation: dict | None) -> str:
   return what if value is None else f"{what} {value:.4f}"
 
 
+class DamagedCheckpoint(Exception):
+  """A step whose files do not read back (truncated, garbled or missing); `str` says why."""
+
+
+def _drop_abandoned_read_noise() -> None:
+  """When one read of a restore fails, Orbax gives up on the others, but they still finish,
+  raising into its closed event loop or from their dropped coroutines: Python prints those
+  as unraisable tracebacks, after the damage was already reported. This drops them."""
+  if getattr(sys.unraisablehook, "drops_abandoned_reads", False):
+    return
+  printer = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    closed_loop = (isinstance(unraisable.exc_value, RuntimeError)
+                   and str(unraisable.exc_value) == "Event loop is closed")
+    in_orbax = any(f"{os.sep}orbax{os.sep}" in frame.filename
+                   for frame in traceback.extract_tb(unraisable.exc_traceback))
+    if not (closed_loop or in_orbax):
+      printer(unraisable)
+
+  hook.drops_abandoned_reads = True
+  sys.unraisablehook = hook
+
+
+def _why(e: Exception) -> str:
+  """An Orbax / TensorStore error (often dozens of lines) as one short line."""
+  first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+  for tail in (" See full TensorStore details", " [tensorstore_spec"):
+    first = first.split(tail)[0]
+  return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
+
+
 class Checkpoints:
   """Saves and restores a workdir's checkpoints."""
 
@@ -60,9 +98,11 @@ class Checkpoints:
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policies.AnyPreservationPolicy(keep_policies),
         best_fn=lambda m: m[best_metric], best_mode="max" if higher else "min",
-        cleanup_tmp_directories=True, read_only=read_only, create=not read_only)
+        # The folder appears with the first save: a run that fails before leaves none behind.
+        cleanup_tmp_directories=True, read_only=read_only, create=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=("state", "meta"))
+                                          item_names=("state", "opt_state", "meta"))
+    _drop_abandoned_read_noise()
 
   def steps(self) -> list[int]:
     return list(self._manager.all_steps())
@@ -73,19 +113,57 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self._manager.best_step()
 
+  def preferred_steps(self) -> list[int]:
+    """The best step (the latest if none is marked best), then the others, newest first."""
+    newest = sorted(self.steps(), reverse=True)
+    best = self.best_step()
+    return ([best] if best is not None else []) + [s for s in newest if s != best]
+
+  def set_aside(self, step: int) -> str:
+    """Renames a damaged step's folder to <step>.damaged-N (Orbax then ignores it)."""
+    path = os.path.join(self.directory, str(step))
+    aside = report.unused_name(f"{path}.damaged")
+    if jax.process_index() == 0:
+      os.replace(path, aside)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"jaxposter: step {step} set aside")
+    self._manager.reload()
+    return aside
+
   def save(self, step: int, state: Any, meta: dict, metrics: dict[str, float] | None) -> None:
     """Saves asynchronously; `metrics` None (a mid-epoch save) never counts as the best."""
+    os.makedirs(self.directory, exist_ok=True)
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), metrics=metrics)
+        state=ocp.args.StandardSave(state.replace(opt_state=None)),
+        opt_state=ocp.args.StandardSave(state.opt_state), meta=ocp.args.JsonSave(meta)),
+        metrics=metrics)
 
   def restore_meta(self, step: int) -> dict:
-    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # Orbax and TensorStore raise anything, even bare Exception
+      raise DamagedCheckpoint(_why(e)) from e
 
-  def restore(self, step: int, target: Any) -> Any:
-    """Restores the state into the structure, shapes and shardings of `target`."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))
-    return restored["state"]
+  def restore(self, step: int, target: Any, with_optimizer: bool = True) -> Any:
+    """Restores the state into the structure, shapes and shardings of `target`; without the
+    optimizer (eval, predict), `target`'s own optimizer state is kept and none is read."""
+    try:
+      if not os.path.isdir(os.path.join(self.directory, str(step), "opt_state")):
+        # Saved before the optimizer state was kept apart: one item, read whole.
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))
+        return restored["state"] if with_optimizer else \
+            restored["state"].replace(opt_state=target.opt_state)
+      items = {"state": ocp.args.StandardRestore(target.replace(opt_state=None))}
+      if with_optimizer:
+        items["opt_state"] = ocp.args.StandardRestore(target.opt_state)
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+      return restored["state"].replace(
+          opt_state=restored["opt_state"] if with_optimizer else target.opt_state)
+    except Exception as e:  # as in restore_meta
+      raise DamagedCheckpoint(_why(e)) from e
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -16,10 +16,7 @@ import numpy as np
 from jaxposter import augment, checkpoint, losses, models, parallel, train
 from jaxposter.data import builder as builder_lib
 from jaxposter.data import pipeline
-
-
-class UserError(Exception):
-  """A problem the user can fix (config, data, workdir); printed without a traceback."""
+from jaxposter.errors import UserError
 
 
 # Config fields that must match between a checkpoint and the config restoring it.
@@ -129,8 +126,12 @@ class Experiment:
     try:
       return train.create_state(self.model, tx, shape, self.config.seed,
                                 parallel.replicated(self.mesh), ema=self.config.ema_decay > 0)
-    except ValueError as e:  # a model that cannot take this input, found while tracing
-      raise UserError(f"model {self.config.model.name!r} on {shape[0]}x{shape[1]} inputs: {e}")
+    except (TypeError, ValueError) as e:  # found while tracing: a model that cannot take this
+      # input, or model.kwargs of the wrong kind (--config.model.kwargs.features=abc)
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise UserError(f"model {self.config.model.name!r} with model.kwargs "
+                      f"{self.config.model.kwargs.to_dict()} on {shape[0]}x{shape[1]} inputs: "
+                      f"{first}") from None
 
   def with_pretrained(self, state: train.TrainState) -> train.TrainState:
     """A fresh state whose backbone holds the configured torchvision weights."""

@@ -5,7 +5,7 @@ import json
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -14,45 +14,16 @@ from tqdm import tqdm
 
 from jaxposter import checkpoint, evaluate, report, thresholds, train
 from jaxposter.data import pipeline
-from jaxposter.experiment import UserError, check_compatible, setup
+from jaxposter.errors import UserError
+from jaxposter.experiment import check_compatible, setup
+from jaxposter.saved_config import CONFIG_FILE, load as load_workdir_config
 
 MODES = ("train", "eval", "predict")
 # Tests set these to kill a run with SIGKILL at an exact step (optionally once the last
 # checkpoint is on disk), to show resuming is exact; timing a kill from outside is flaky.
 _SIGKILL_AT_STEP = int(os.environ.get("JAXPOSTER_SIGKILL_AT_STEP", "-1"))
 _SIGKILL_AFTER_SAVE = os.environ.get("JAXPOSTER_SIGKILL_AFTER_SAVE") == "1"
-CONFIG_FILE = "config.json"
 LOG_FILE = "metrics.jsonl"
-
-
-def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise UserError(f"{workdir} holds no {CONFIG_FILE}: train into it first "
-                    f"(python launch.py --config configs/demo.py --workdir {workdir}), "
-                    "or pass --config")
-  with open(path) as f:
-    saved = json.load(f)
-  from configs import default  # fields added since the run was saved keep their defaults
-  config = default.get_config()
-  if "best_metric" not in saved.get("checkpoint", {}):
-    config.checkpoint.best_metric = checkpoint.LEGACY_BEST_METRIC
-  _merge(config, saved)
-  return config
-
-
-def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
-  for key, value in saved.items():
-    if key not in config:
-      continue  # a field this version no longer has
-    if isinstance(value, dict) and isinstance(config[key], ml_collections.ConfigDict):
-      if key == "kwargs":  # free-form model arguments: as saved, JSON lists back to tuples
-        config[key] = ml_collections.ConfigDict(
-            {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
-      else:
-        _merge(config[key], value)
-    else:
-      config[key] = tuple(value) if isinstance(config[key], tuple) else value
 
 
 def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mode: str = "train",
@@ -62,6 +33,8 @@ def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mod
   workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
   if mode not in MODES:
     raise UserError(f"unknown mode {mode!r}; choose one of {MODES}")
+  for w in workdirs:
+    _check_path(w, "--workdir", folder=True)
   if mode == "train":
     if config is None:
       raise UserError("training needs --config (e.g. --config configs/demo.py)")
@@ -71,6 +44,19 @@ def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mod
   if mode == "eval":
     return evaluate_checkpoint(config, workdirs, step, csv, posters)
   return predict_posters(config, workdirs, step, list(inputs), threshold, output, saliency)
+
+
+def _check_path(path: str, flag: str, folder: bool) -> None:
+  """`path` can be (or become) a folder (`folder`) or a file: it is not the other kind, and
+  the nearest existing path above it is a folder."""
+  kind, other = ("folder", "file") if folder else ("file", "folder")
+  if os.path.exists(path) and os.path.isdir(path) != folder:
+    raise UserError(f"{flag} {path} is a {other}, not a {kind}")
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
 
 
 def _meta(exp, epoch: int, val: dict | None, test: dict | None, tuned: dict | None) -> dict:
@@ -83,39 +69,94 @@ def _summary(result: dict | None) -> dict | None:
   return None if result is None else {k: v for k, v in result.items() if k != "per_genre"}
 
 
-def _restore(exp, step: int, steps_per_epoch: int, meta: dict | None = None):
-  meta = meta or exp.checkpoints.restore_meta(step)
+def _restore(exp, step: int, meta: dict, steps_per_epoch: int, with_optimizer: bool = True):
   check_compatible(meta, exp.config, exp.genres, exp.workdir)
-  return exp.checkpoints.restore(step, exp.new_state(steps_per_epoch)), meta
+  return exp.checkpoints.restore(step, exp.new_state(steps_per_epoch), with_optimizer)
 
 
-def _truncate_log(path: str, last_epoch: int) -> None:
-  """Drops log records of epochs after the checkpoint we resume from (they are redone)."""
+def _first_intact(ckpts: checkpoint.Checkpoints, steps: list[int],
+                  restore_state: Callable[[int, dict], Any],
+                  set_aside: bool = False) -> tuple[int, Any, dict]:
+  """(step, state, record) of the first of `steps` that reads back whole. Each damaged one
+  before it gets one line saying why it was skipped (and, when training, is renamed out of
+  the way of the steps about to be saved again); none intact is an error."""
+  skipped = {}
+  for step in steps:
+    try:
+      meta = ckpts.restore_meta(step)
+      state = restore_state(step, meta)
+    except checkpoint.DamagedCheckpoint as e:
+      skipped[step] = str(e)
+      continue
+    for bad, why in skipped.items():
+      aside = f"; moved to {os.path.basename(ckpts.set_aside(bad))}" if set_aside else ""
+      if report.is_chief():
+        print(f"skipped the damaged checkpoint at step {bad} in {ckpts.directory} ({why}){aside}",
+              flush=True)
+    return step, state, meta
+  raise UserError(f"no intact checkpoint in {ckpts.directory} (" + "; ".join(
+      f"step {s}: {why}" for s, why in skipped.items()) + "); move the damaged step folders "
+      "aside, or use a fresh --workdir")
+
+
+def _align_log(path: str, last_epoch: int) -> None:
+  """Leaves the log one record per epoch up to `last_epoch`, the checkpoint resumed from
+  (0: none). A log holding anything else (epochs after that checkpoint, which are redone;
+  a duplicate; a cut-short line) is first kept aside whole as metrics.jsonl.stale-N."""
   if not os.path.exists(path) or not report.is_chief():
     return
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  with open(path, "w") as f:
-    for r in records:
-      if r["epoch"] <= last_epoch:
-        f.write(json.dumps(r) + "\n")
+  records, unreadable = report.read_jsonl(path)
+  kept = sorted({r["epoch"]: r for r in records if r["epoch"] <= last_epoch}.values(),
+                key=lambda r: r["epoch"])
+  if kept == records and not unreadable:
+    return
+  aside = report.unused_name(path + ".stale")
+  os.replace(path, aside)
+  for r in kept:
+    report.append_jsonl(path, r)
+  later = sorted({r["epoch"] for r in records if r["epoch"] > last_epoch})
+  why = (f"records of epochs {later[0]}-{later[-1]} after the checkpoint resumed from (epoch "
+         f"{last_epoch})" if later else "duplicate or unreadable lines")
+  print(f"{path} held {why}: kept aside as {os.path.basename(aside)}; the log restarts from "
+        f"its {len(kept)} record(s) up to epoch {last_epoch}", flush=True)
+
+
+def _check_step_arithmetic(exp, step: int, meta: dict, steps_per_epoch: int) -> None:
+  """Refuses to resume where this config would number the steps of an epoch differently
+  (another batch_size or training split): epochs would be repeated or skipped, and the
+  learning-rate schedule shifted."""
+  saved = meta["config"].get("batch_size", exp.config.batch_size)
+  if saved == exp.config.batch_size and step // steps_per_epoch == meta["epoch"]:
+    return
+  raise UserError(
+      f"cannot resume from the checkpoint at step {step} (after epoch {meta['epoch']}) in "
+      f"{exp.workdir}: it was trained with batch_size {saved}, and this config makes "
+      f"{steps_per_epoch} steps per epoch (batch_size {exp.config.batch_size}, "
+      f"{exp.num_examples('train')} training posters), so its epochs would not line up. "
+      f"Resume with --config.batch_size={saved} and the same data, or use a fresh --workdir")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   exp = setup(config, workdir)
-  os.makedirs(workdir, exist_ok=True)
   log_path = os.path.join(workdir, LOG_FILE)
   steps_per_epoch = exp.steps_per_epoch()
   latest = exp.checkpoints.latest_step()
   if latest is None:
     state = exp.with_pretrained(exp.new_state(steps_per_epoch))
-    _truncate_log(log_path, 0)
+    _align_log(log_path, 0)
   else:
-    state, meta = _restore(exp, latest, steps_per_epoch)
-    _truncate_log(log_path, meta["epoch"])
+    def resume(step: int, meta: dict):
+      _check_step_arithmetic(exp, step, meta, steps_per_epoch)
+      return _restore(exp, step, meta, steps_per_epoch)
+
+    latest, state, meta = _first_intact(
+        exp.checkpoints, sorted(exp.checkpoints.steps(), reverse=True), resume, set_aside=True)
+    _align_log(log_path, meta["epoch"])
     print(f"Resumed from the checkpoint of epoch {meta['epoch']} (step {latest}) in {workdir}",
           flush=True)
-  # Only now: a config the checkpoint refused must not replace the one it was trained with.
+  # Only now: a config the checkpoint refused must not replace the one it was trained with
+  # (and a config whose model cannot be built leaves no workdir behind).
+  os.makedirs(workdir, exist_ok=True)
   report.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
   params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f"{config.model.name}: {params:,} parameters; {len(jax.devices())} device(s); "
@@ -171,10 +212,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     val = evaluate.score(*val_out, exp.genres, tuned)
     test = (evaluate.evaluate_split(exp, state, "test", tuned)
             if config.test_every_epoch or epoch == config.num_epochs else None)
-    exp.checkpoints.save(step, exp.steps.unplace_state(state),
-                         _meta(exp, epoch, val, test, tuned), checkpoint.checkpoint_metrics(val))
+    # The log first: a kill before the save leaves it an epoch ahead of the checkpoints (set
+    # aside on resume), never an epoch short.
     record = {"epoch": epoch, "step": step, "train": train_m, "validation": val, "test": test}
     report.append_jsonl(log_path, record)
+    exp.checkpoints.save(step, exp.steps.unplace_state(state),
+                         _meta(exp, epoch, val, test, tuned), checkpoint.checkpoint_metrics(val))
     if config.tensorboard and report.is_chief():
       from jaxposter import tensorboard
       tensorboard.write_epoch(os.path.join(workdir, "tensorboard"), record)
@@ -233,13 +276,19 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None,
   if step is not None and step not in saved.steps():
     raise UserError(f"no checkpoint at step {step} in {workdir}; available: {sorted(saved.steps())}")
   chosen = step is None
-  step = step if step is not None else saved.best_step() or saved.latest_step()
-  meta = saved.restore_meta(step)  # read once, on every process (Orbax restores in lockstep)
+  exp = None  # set up once, from the first readable record (its genres, without data)
+
+  def restore_state(step: int, meta: dict):
+    nonlocal exp
+    exp = exp or setup(config, workdir, read_only=True, checkpoints=saved,
+                       genres=None if with_data else meta["genres"])
+    return _restore(exp, step, meta, exp.steps_per_epoch(), with_optimizer=False)
+
+  # Every record is read once, on every process (Orbax restores in lockstep).
+  step, state, meta = _first_intact(saved, saved.preferred_steps() if chosen else [step],
+                                    restore_state)
   if chosen and step == saved.best_step() and report.is_chief():
     print(f"{workdir}: the best checkpoint, {_best_line(saved, meta)}", flush=True)
-  genres = None if with_data else meta["genres"]
-  exp = setup(config, workdir, read_only=True, genres=genres, checkpoints=saved)
-  state, meta = _restore(exp, step, exp.steps_per_epoch(), meta)
   return Member(workdir, exp, exp.steps.place_state(state), meta, step)
 
 
@@ -303,24 +352,42 @@ def _ensemble_outputs(members: list[Member], source, tune_on_validation: bool):
   return (probs, outs[0][1], np.mean([o[2] for o in outs], axis=0)), tuned
 
 
+def _threshold_kind(value: str) -> str | float:
+  """--threshold (or the config's): a kind of tuned threshold, or a number in [0, 1) (0
+  predicts every genre; 1 or more, or NaN, would predict none)."""
+  try:
+    number = float(value)
+  except ValueError:
+    if value not in thresholds.KINDS:
+      raise UserError(f"--threshold {value}: choose one of {', '.join(thresholds.KINDS)} or a "
+                      "number in [0, 1)") from None
+    return value
+  if not 0 <= number < 1:  # NaN too
+    raise UserError(f"--threshold {value}: a number must be in [0, 1), e.g. 0.5")
+  return number
+
+
 def predict_posters(config, workdirs: list[str], step, inputs: list[str], threshold: str,
                     output: str, saliency: str = "") -> list[dict]:
   from jaxposter import predict
   if not inputs:
     raise UserError("predict needs --inputs: poster files and/or folders")
+  if output:
+    _check_path(output, "--output", folder=False)
+  kind = _threshold_kind(threshold) if threshold else None  # refused before restoring
   members = restore_all(workdirs, config, step, with_data=False)
-  kind = threshold or members[0].exp.config.threshold
-  try:
-    kind = float(kind)
-  except ValueError:
-    pass
+  kind = kind if kind is not None else _threshold_kind(str(members[0].exp.config.threshold))
+  genres = members[0].exp.genres
+  if saliency and saliency not in genres:
+    raise UserError(f"unknown genre {saliency!r} for --saliency; this model knows: "
+                    f"{', '.join(genres)}")
   try:
     rows = predict.run(members, inputs, kind, output)
-    if saliency:
-      predict.saliency_maps(members[0], rows, saliency, os.path.dirname(output) if output
-                            else os.path.join(members[0].workdir, "saliency"))
+    if saliency:  # beside --output, or in <workdir>/saliency
+      predict.saliency_maps(members[0], rows, saliency, os.path.dirname(os.path.abspath(output))
+                            if output else os.path.join(members[0].workdir, "saliency"))
     return rows
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, OSError) as e:
     raise UserError(str(e)) from e
 
 

@@ -59,6 +59,32 @@ def append_jsonl(path: str, record: dict) -> None:
       f.write(json.dumps(record) + "\n")
 
 
+def read_jsonl(path: str) -> tuple[list[dict], int]:
+  """A JSONL log's records, and how many of its lines were unreadable: a line cut short (a
+  run killed while writing it) is ignored with a warning instead of stopping the reader."""
+  records, unreadable = [], 0
+  with open(path) as f:
+    for number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except ValueError:
+        unreadable += 1
+        if is_chief():
+          print(f"warning: {path} line {number} is not a whole JSON record (cut short?); "
+                "ignored", flush=True)
+  return records, unreadable
+
+
+def unused_name(prefix: str) -> str:
+  """prefix-1, or the first of prefix-2, prefix-3, ... that does not exist yet."""
+  n = 1
+  while os.path.exists(f"{prefix}-{n}"):
+    n += 1
+  return f"{prefix}-{n}"
+
+
 def write_json(path: str, obj) -> None:
   if is_chief():
     tmp = path + ".tmp"
@@ -85,9 +111,7 @@ def write_eval_reports(workdir: str, result: dict, probs, labels, images, genres
     from jaxposter import plots
     log = os.path.join(workdir, "metrics.jsonl")
     if os.path.exists(log):
-      with open(log) as f:
-        plots.training_curves([json.loads(line) for line in f if line.strip()],
-                              os.path.join(workdir, "training_curves.png"))
+      plots.training_curves(read_jsonl(log)[0], os.path.join(workdir, "training_curves.png"))
       written.append("training_curves.png")
     plots.pr_curves(probs, labels, genres, os.path.join(workdir, "pr_curves.png"))
     plots.poster_grid(images, labels[:len(images)], probs[:len(images)], genres,

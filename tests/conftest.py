@@ -41,11 +41,11 @@ def tiny_config(data_dir: str):
 
 
 def run_cli(args: list[str], env_extra: dict | None = None, check: bool = True,
-            timeout: int = 600) -> subprocess.CompletedProcess:
+            timeout: int = 600, cwd: str = ROOT) -> subprocess.CompletedProcess:
   env = dict(os.environ, **(env_extra or {}))
   env.setdefault("JAX_PLATFORMS", "cpu")
   env.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)  # never the user's own cache
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=ROOT,
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=cwd,
                         env=env, capture_output=True, text=True, timeout=timeout)
   if check and proc.returncode != 0:
     raise AssertionError(f"launch.py {' '.join(args)} failed ({proc.returncode}):\n"

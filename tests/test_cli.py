@@ -1,8 +1,10 @@
 """End-to-end tests of launch.py: train, evaluate, resume after SIGKILL, device counts, errors."""
 
+import glob
 import json
 import os
 import re
+import shutil
 import signal
 
 import pytest
@@ -111,6 +113,96 @@ def test_mid_epoch_checkpoints_resume_mid_epoch(trained, tiny_data_dir, tmp_path
   assert step % 6 == 0
 
 
+def _copy(trained, tmp_path, name):
+  workdir = str(tmp_path / name)
+  shutil.copytree(trained[0], workdir)
+  return workdir
+
+
+def _damage(step_dir: str, how: str) -> None:
+  """One fault in a saved step: its largest array file cut short, its array metadata
+  garbled, or its OCDBT manifest missing."""
+  if how == "truncated_array_file":
+    largest = max(glob.glob(os.path.join(step_dir, "**", "d", "*"), recursive=True),
+                  key=os.path.getsize)
+    os.truncate(largest, os.path.getsize(largest) // 3)
+  elif how == "garbage_metadata":
+    with open(os.path.join(step_dir, "_METADATA"), "wb") as f:
+      f.write(b"\x00garbage{")
+  else:
+    os.remove(os.path.join(step_dir, "manifest.ocdbt"))
+
+
+@pytest.mark.parametrize("how", ["truncated_array_file", "garbage_metadata", "missing_file"])
+def test_a_damaged_latest_checkpoint_resumes_from_the_previous_step(trained, tiny_data_dir,
+                                                                    tmp_path, how):
+  """The last step's state damaged: resume skips it with one line, redoes epoch 3 from
+  step 12, and logs what the uninterrupted run logged."""
+  reference, _ = trained
+  workdir = _copy(trained, tmp_path, "damaged")
+  _damage(os.path.join(workdir, "checkpoints", "18", "state"), how)
+  resumed = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                     *tiny_overrides(tiny_data_dir, num_epochs=3)])
+  skipped = [line for line in resumed.stdout.splitlines() if "skipped" in line]
+  assert len(skipped) == 1 and "damaged checkpoint at step 18" in skipped[0], resumed.stdout
+  assert "(step 12)" in resumed.stdout and "Traceback" not in resumed.stderr
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "18.damaged-1"))  # kept, not deleted
+  log, clean = _log(workdir), _log(reference)
+  assert [r["epoch"] for r in log] == [1, 2, 3]
+  for split in ("validation", "test"):
+    for k in ("OF1", "mAP", "loss"):
+      assert log[-1][split][k] == pytest.approx(clean[-1][split][k], rel=1e-6), (split, k)
+
+
+def test_eval_needs_no_optimizer_state(trained, tmp_path):
+  """Damage confined to a step's optimizer state: eval of it still works (and matches)."""
+  reference, _ = trained
+  workdir = _copy(trained, tmp_path, "no_opt")
+  _damage(os.path.join(workdir, "checkpoints", "18", "opt_state"), "truncated_array_file")
+  _, a = _eval(workdir, "--step", "18")
+  _, b = _eval(reference, "--step", "18")
+  for k in ("OF1", "mAP", "loss"):
+    assert a[k] == pytest.approx(b[k], rel=1e-6), k
+
+
+def test_resuming_with_another_batch_size_is_refused(trained, tiny_data_dir, tmp_path):
+  """Another batch_size renumbers the epochs' steps: one line, and the log untouched
+  (it used to 'resume at epoch 3' and log epochs 1,2,3,2,3,4)."""
+  workdir = _copy(trained, tmp_path, "batch32")
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                  *tiny_overrides(tiny_data_dir, num_epochs=4, batch_size=32)], check=False)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert "cannot resume" in proc.stderr and "--config.batch_size=16" in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1
+  assert [r["epoch"] for r in _log(workdir)] == [1, 2, 3]
+
+
+def test_a_log_ahead_of_the_checkpoints_is_kept_aside(trained, tiny_data_dir, tmp_path):
+  """checkpoints/ deleted, then a fresh 1-epoch run: the 3-epoch log is renamed, not cut."""
+  workdir = _copy(trained, tmp_path, "no_ckpts")
+  shutil.rmtree(os.path.join(workdir, "checkpoints"))
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                  *tiny_overrides(tiny_data_dir, num_epochs=1)])
+  assert "kept aside as metrics.jsonl.stale-1" in proc.stdout
+  assert [r["epoch"] for r in _log(workdir)] == [1]
+  with open(os.path.join(workdir, "metrics.jsonl.stale-1")) as f:
+    assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
+
+
+def test_a_cut_short_last_log_line_is_ignored_with_a_warning(trained, tiny_data_dir, tmp_path):
+  workdir = _copy(trained, tmp_path, "cut_log")
+  log_path = os.path.join(workdir, "metrics.jsonl")
+  with open(log_path, "a") as f:
+    f.write('{"epoch": 4, "step": 2')  # a run killed while writing
+  _, result = _eval(workdir, "--step", "18")  # the training curves read the log
+  assert result["num_examples"] == 37
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                  *tiny_overrides(tiny_data_dir, num_epochs=3)])
+  assert "line 4 is not a whole JSON record" in proc.stdout and "nothing to train" in proc.stdout
+  assert [r["epoch"] for r in _log(workdir)] == [1, 2, 3]
+  assert open(log_path + ".stale-1").read().endswith('"step": 2')
+
+
 def test_eight_devices_match_one(trained, tiny_data_dir, tmp_path):
   reference, _ = trained
   workdir = str(tmp_path / "eight")
@@ -135,6 +227,77 @@ def test_bad_input_is_one_clear_message(args, message, tmp_path):
   assert proc.returncode != 0
   assert message in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def _poster(directory) -> str:
+  from PIL import Image
+  os.makedirs(directory, exist_ok=True)
+  Image.new("RGB", (24, 36), (200, 30, 30)).save(os.path.join(directory, "p1.png"))
+  return str(directory)
+
+
+@pytest.mark.parametrize("case", ["kwargs_abc", "unknown_kwarg", "workdir_is_a_file",
+                                  "garbage_config_json", "output_is_a_folder",
+                                  "output_parent_is_a_file", "threshold_nan", "threshold_2"])
+def test_more_bad_input_is_one_clear_line(case, trained, tiny_data_dir, tmp_path):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  train = ["--config", "configs/demo.py", *tiny_overrides(tiny_data_dir)]
+  predict = ["--workdir", trained[0], "--mode", "predict", "--inputs", _poster(tmp_path / "in")]
+  args, message = {
+      "kwargs_abc": ([*train, "--workdir", str(tmp_path / "w"),
+                      "--config.model.kwargs.features=abc"], "model 'custom_cnn' with model.kwargs"),
+      "unknown_kwarg": ([*train, "--workdir", str(tmp_path / "w"), "--config.model.kwargs.foo=1"],
+                        "model custom_cnn has no argument foo (--config.model.kwargs.*); it "
+                        "takes: features, hidden, pool_size"),
+      "workdir_is_a_file": ([*train, "--workdir", str(a_file)], "is a file, not a folder"),
+      "garbage_config_json": (["--workdir", str(tmp_path / "w"), "--mode", "eval"],
+                              "config.json is not a saved jaxposter config (JSONDecodeError"),
+      "output_is_a_folder": ([*predict, "--output", str(tmp_path)], "is a folder, not a file"),
+      "output_parent_is_a_file": ([*predict, "--output", str(a_file / "p.json")],
+                                  f"{a_file} is a file, not a folder"),
+      "threshold_nan": ([*predict, "--threshold", "nan"], "must be in [0, 1)"),
+      "threshold_2": ([*predict, "--threshold", "2"], "must be in [0, 1)"),
+  }[case]
+  if case == "garbage_config_json":
+    shutil.copytree(trained[0], str(tmp_path / "w"))
+    (tmp_path / "w" / "config.json").write_text("{garbage")
+  proc = run_cli(args, check=False)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
+  assert lines[0].startswith("jaxposter: error: ") and message in lines[0]
+  if case == "kwargs_abc":
+    assert not os.path.exists(tmp_path / "w")  # no empty checkpoints/ left behind
+  if case.startswith("output"):
+    assert "Drama" not in proc.stdout  # refused before predicting
+
+
+def test_saliency_maps_go_beside_a_bare_output_name(trained, tmp_path):
+  """--output preds.json (no folder) used to write the predictions, then fail on ''."""
+  run_cli(["--workdir", trained[0], "--mode", "predict", "--inputs", _poster(tmp_path / "in"),
+           "--output", "preds.json", "--saliency", "Drama"], cwd=str(tmp_path))
+  assert os.path.exists(tmp_path / "preds.json") and os.path.exists(tmp_path / "p1.Drama.png")
+  proc = run_cli(["--workdir", trained[0], "--mode", "predict", "--inputs", str(tmp_path / "in"),
+                  "--output", "other.json", "--saliency", "Dram"], cwd=str(tmp_path), check=False)
+  assert proc.returncode == 2 and "unknown genre 'Dram' for --saliency" in proc.stderr
+  assert not os.path.exists(tmp_path / "other.json")  # refused before writing anything
+
+
+def test_eval_takes_config_overrides_on_the_saved_config(trained):
+  """The eval_batch_size advice is typeable as given: --config.* without --config applies to
+  the workdir's saved config."""
+  three = {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
+  proc = run_cli(["--workdir", trained[0], "--mode", "eval", "--step", "18"], env_extra=three,
+                 check=False)
+  advice = re.search(r"e\.g\. (--config\.eval_batch_size=\d+)", proc.stderr).group(1)
+  proc = run_cli(["--workdir", trained[0], "--mode", "eval", "--step", "18", advice],
+                 env_extra=three)
+  assert "checkpoint at step 18" in proc.stdout
+  with open(os.path.join(trained[0], "eval_step18.json")) as f:
+    result = json.load(f)
+  logged = _log(trained[0])[-1]["test"]
+  for k in ("OF1", "mAP", "loss"):
+    assert result[k] == pytest.approx(logged[k], rel=1e-5, abs=1e-6), k
 
 
 def test_batch_size_must_divide_over_devices(tiny_data_dir, tmp_path):

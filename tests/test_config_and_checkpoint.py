@@ -129,3 +129,34 @@ def test_a_workdir_saved_before_best_metric_keeps_its_rule(tmp_path):
   assert main.load_workdir_config(str(tmp_path)).checkpoint.best_metric == "val_OF1"
   (tmp_path / "config.json").write_text(config.to_json())
   assert main.load_workdir_config(str(tmp_path)).checkpoint.best_metric == "val_mAP"
+
+
+def test_checkpoints_saved_as_one_item_still_restore(tmp_path):
+  """Workdirs saved before the optimizer state was kept apart (one `state` item) restore,
+  with and without the optimizer state."""
+  import orbax.checkpoint as ocp
+  ckpts = checkpoint.Checkpoints(str(tmp_path / "ck"))
+  saved = _state(seed=1).replace(step=jnp.asarray(7))
+  ckpts._manager.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(saved),
+                                                 meta=ocp.args.JsonSave({"epoch": 1})))
+  ckpts.wait()
+  template = _state(seed=2)
+  for with_optimizer in (True, False):
+    restored = ckpts.restore(7, template, with_optimizer)
+    np.testing.assert_array_equal(restored.params["Dense_0"]["kernel"],
+                                  saved.params["Dense_0"]["kernel"])
+    expected = saved.opt_state if with_optimizer else template.opt_state
+    for a, b in zip(jax.tree.leaves(restored.opt_state), jax.tree.leaves(expected)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_damaged_step_raises_damaged_checkpoint_with_one_line(tmp_path):
+  ckpts = checkpoint.Checkpoints(str(tmp_path / "ck"))
+  ckpts.save(3, _state(), {"epoch": 1}, None)
+  ckpts.wait()
+  (tmp_path / "ck" / "3" / "meta" / "metadata").write_text("{cut sho")
+  with pytest.raises(checkpoint.DamagedCheckpoint, match=r"^JSONDecodeError: [^\n]+$"):
+    ckpts.restore_meta(3)
+  os.remove(tmp_path / "ck" / "3" / "state" / "manifest.ocdbt")
+  with pytest.raises(checkpoint.DamagedCheckpoint, match=r"^ValueError: NOT_FOUND[^\n]+$"):
+    ckpts.restore(3, _state())
