@@ -3,6 +3,7 @@
   python launch.py --config configs/demo.py --workdir runs/demo            # train
   python launch.py --workdir runs/demo --mode eval                         # evaluate the best
   python launch.py --workdir runs/demo --mode predict --inputs posters/    # genres of new posters
+  python launch.py --workdir runs/demo --mode export --output served/      # a jax.export artifact
   python launch.py --config configs/demo.py --config.num_epochs=3 ...      # override any field
 """
 
@@ -17,7 +18,7 @@ config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/dem
                                 lock_config=True)
 flags.DEFINE_list("workdir", None, "Directory for checkpoints, logs and reports. eval and "
                   "predict take several, comma-separated: an ensemble.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "export"], "What to do.")
 flags.DEFINE_integer("step", None, "eval: the checkpoint step to restore (default: the best).")
 flags.DEFINE_string("csv", "", "eval: score on this CSV (MovieGenre layout or the config's "
                     "columns) instead of the test split; every usable row is test data.")
@@ -25,7 +26,8 @@ flags.DEFINE_string("posters", "", "eval: the poster folder that goes with --csv
 flags.DEFINE_list("inputs", [], "predict: poster files and/or folders, comma-separated.")
 flags.DEFINE_string("threshold", "", "predict: 'fixed' (0.5), 'global', 'per_genre' or a "
                     "number; default: the config's `threshold`.")
-flags.DEFINE_string("output", "", "predict: also write the predictions to this .json or .csv.")
+flags.DEFINE_string("output", "", "predict: also write the predictions to this .json or .csv; "
+                    "export: the folder to write the serving artifact into.")
 flags.DEFINE_string("saliency", "", "predict: also write Grad-CAM overlays for this genre.")
 flags.DEFINE_string("coordinator", "", "Multi-host: coordinator host:port (process 0).")
 flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")

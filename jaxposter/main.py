@@ -1,4 +1,4 @@
-"""The modes of a run: train (resuming when the workdir holds a checkpoint) and eval."""
+"""The modes of a run: train (resuming when the workdir holds a checkpoint), eval, predict, export."""
 
 import dataclasses
 import json
@@ -18,7 +18,7 @@ from jaxposter.errors import UserError
 from jaxposter.experiment import check_compatible, setup
 from jaxposter.saved_config import CONFIG_FILE, load as load_workdir_config
 
-MODES = ("train", "eval", "predict")
+MODES = ("train", "eval", "predict", "export")
 # Tests set these to kill a run with SIGKILL at an exact step (optionally once the last
 # checkpoint is on disk), to show resuming is exact; timing a kill from outside is flaky.
 _SIGKILL_AT_STEP = int(os.environ.get("JAXPOSTER_SIGKILL_AT_STEP", "-1"))
@@ -43,6 +43,8 @@ def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mod
     return train_and_evaluate(config, workdirs[0])
   if mode == "eval":
     return evaluate_checkpoint(config, workdirs, step, csv, posters)
+  if mode == "export":
+    return export_model(config, workdirs, step, output)
   return predict_posters(config, workdirs, step, list(inputs), threshold, output, saliency)
 
 
@@ -389,6 +391,24 @@ def predict_posters(config, workdirs: list[str], step, inputs: list[str], thresh
     return rows
   except (ValueError, OSError) as e:
     raise UserError(str(e)) from e
+
+
+def export_model(config, workdirs: list[str], step, output: str) -> dict:
+  """`jaxposter.export`: the best (or --step) checkpoint as a serving artifact in --output."""
+  from jaxposter import export
+  if len(workdirs) != 1:
+    raise UserError("export takes one --workdir (an ensemble is not one model)")
+  if not output:
+    raise UserError(f"export needs --output, a folder to write {export.MODEL_FILE} and "
+                    f"{export.META_FILE} into")
+  _check_path(output, "--output", folder=True)
+  member = restore(workdirs[0], config, step, with_data=False)
+  meta = export.export(member, output)
+  print(f"Exported step {member.step} of {workdirs[0]} to {output}: {export.MODEL_FILE} "
+        f"(uint8 [batch, {meta['input_hw'][0]}, {meta['input_hw'][1]}, 3] -> "
+        f"{len(meta['genres'])} genre probabilities) and {export.META_FILE}; "
+        "load it with jax.export.deserialize (see jaxposter/export.py)", flush=True)
+  return meta
 
 
 def _slug(path: str) -> str:

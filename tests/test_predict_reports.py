@@ -110,3 +110,93 @@ def test_ensemble_scores_at_least_the_weaker_member(two_runs):
   assert ensemble["mAP"] >= min(s["mAP"] for s in scores) - 1e-9
   assert ensemble["ROC_AUC"] >= min(s["ROC_AUC"] for s in scores) - 1e-9
   assert np.isfinite(ensemble["loss"])
+
+
+LOADER = """
+import json, sys
+import jax, numpy as np
+from PIL import Image
+out, paths = sys.argv[1], sys.argv[2:]
+meta = json.load(open(out + "/model.json"))
+predict = jax.export.deserialize(open(out + "/model.jaxexport", "rb").read())
+(rh, rw), (h, w) = meta["resize_hw"], meta["input_hw"]
+top, left = (rh - h) // 2, (rw - w) // 2
+x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((rw, rh), Image.BILINEAR))
+              [top:top + h, left:left + w] for p in paths])
+probs = np.asarray(predict.call(x))
+assert not {"jaxposter", "flax"} & {m.split(".")[0] for m in sys.modules}
+print(json.dumps({"probs": probs.tolist(), "genres": meta["genres"]}))
+"""
+
+
+def test_export_serves_predicts_probabilities_without_jaxposter(two_runs, tmp_path):
+  """--mode export, loaded in a fresh process that imports neither jaxposter nor flax,
+  gives --mode predict's probabilities for batches of 1 and 7 posters."""
+  import subprocess
+  import sys
+  from jaxposter import main, predict
+  workdir, out = two_runs[0], str(tmp_path / "served")
+  run_cli(["--workdir", workdir, "--mode", "export", "--output", out])
+  paths = []
+  for i in range(7):
+    image, _ = synthetic.make_example(11, i, 70, 45)  # not the model's input size: resized
+    paths.append(str(tmp_path / f"p{i}.jpg"))
+    Image.fromarray(image).save(paths[-1])
+  member = main.restore(workdir, with_data=False)
+  records, kept, _ = predict.load_posters(paths, len(member.exp.genres))
+  expected = predict.ensemble_probs([member], records)
+  for batch in (paths[:1], paths):
+    proc = subprocess.run([sys.executable, "-c", LOADER, out, *batch], capture_output=True,
+                          text=True, check=True, cwd=str(tmp_path),
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert served["genres"] == list(member.exp.genres)
+    np.testing.assert_allclose(served["probs"], expected[:len(batch)], atol=1e-5)
+
+
+def test_export_refuses_an_ensemble_and_a_missing_output(two_runs):
+  proc = run_cli(["--workdir", ",".join(two_runs), "--mode", "export", "--output", "x"],
+                 check=False)
+  assert proc.returncode != 0 and "one --workdir" in proc.stderr
+  proc = run_cli(["--workdir", two_runs[0], "--mode", "export"], check=False)
+  assert proc.returncode != 0 and "needs --output" in proc.stderr
+
+
+def _poster_set(root, ids, name, write_row):
+  """Synthetic posters under `root`/<name(id)>, one CSV row each from write_row(id, genres)."""
+  rows = []
+  for i, ident in enumerate(ids):
+    image, label = synthetic.make_example(5, i, 60, 40)
+    genres = [g for g, bit in zip(synthetic.GENRES, label) if bit]
+    Image.fromarray(image).save(os.path.join(root, name(ident)))
+    rows.append(write_row(ident, genres))
+  return rows
+
+
+def test_eval_scores_other_layouts(two_runs, tmp_path):
+  """The multi-label Kaggle layout with no flags; an unusual one with --config.data.* only."""
+  ids = [f"tt{i:07d}" for i in range(30)]
+  images = tmp_path / "Images"
+  os.makedirs(images)
+  onehot = lambda genres: ",".join(str(int(g in genres)) for g in synthetic.GENRES)
+  rows = _poster_set(images, ids, lambda i: f"{i}.jpg",
+                     lambda i, g: f'{i},"{g}",{onehot(g)}')
+  (tmp_path / "train.csv").write_text("Id,Genre," + ",".join(synthetic.GENRES) + "\n"
+                                      + "\n".join(rows) + "\n")
+  proc = run_cli(["--workdir", two_runs[0], "--mode", "eval", "--csv",
+                  str(tmp_path / "train.csv"), "--posters", str(images)])
+  assert "30 rows read, 30 posters scored; dropped: none" in proc.stdout
+
+  odd = tmp_path / "odd"
+  os.makedirs(odd)
+  rows = _poster_set(odd, [f"m-{i}" for i in range(12)], lambda i: f"poster_{i}.png",
+                     lambda i, g: f"{'|'.join(g)},{i}")
+  (odd / "list.csv").write_text("labels,key\n" + "\n".join(rows) + "\n")
+  proc = run_cli(["--workdir", two_runs[0], "--mode", "eval", "--csv", str(odd / "list.csv"),
+                  "--posters", str(odd), "--config.data.id_column=key",
+                  "--config.data.genre_column=labels", "--config.data.file_pattern=poster_{id}.png"])
+  assert "12 rows read, 12 posters scored" in proc.stdout
+  # A model-shaping field is still refused on a trained workdir.
+  proc = run_cli(["--workdir", two_runs[0], "--mode", "eval", "--csv", str(odd / "list.csv"),
+                  "--posters", str(odd), "--config.data.image_height=64"], check=False)
+  assert proc.returncode != 0 and "image_height" in proc.stderr

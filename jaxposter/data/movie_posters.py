@@ -79,22 +79,34 @@ MULTI_LABEL_LAYOUT = {"csv": "train.csv", "poster_dir": "Images", "id_column": "
 _LAYOUT_FIELDS = tuple(MULTI_LABEL_LAYOUT)
 
 
-def detect_layout(fields: dict[str, Any]) -> dict[str, Any]:
-  """`fields` with the multi-label layout's fields when the folder has that layout's shape
-  and the layout fields were left at the MovieGenre defaults; otherwise `fields` as given."""
+def _multi_label_header(csv_path: str) -> bool:
+  try:
+    with open(csv_path, encoding="utf-8", errors="replace") as f:
+      header = {h.strip().strip('"') for h in f.readline().split(",")}
+  except OSError:
+    return False
+  return {"Id", "Genre"} <= header
+
+
+def detect_layout(fields: dict[str, Any], csv_path: str | None = None) -> dict[str, Any]:
+  """`fields` with the multi-label layout's fields when the data has that layout's shape and
+  the layout fields were left at the MovieGenre defaults; otherwise `fields` as given.
+
+  The shape: `csv_path`'s header has `Id` and `Genre`; without `csv_path`, data.manual_dir
+  holds train.csv (with that header) and Images/ and no MovieGenre.csv.
+  """
   defaults = MoviePostersConfig(name="defaults")
-  if not fields["manual_dir"] or any(fields[k] != getattr(defaults, k) for k in _LAYOUT_FIELDS):
+  if any(fields[k] != getattr(defaults, k) for k in _LAYOUT_FIELDS):
     return fields
-  root = fields["manual_dir"]
-  csv_path = os.path.join(root, MULTI_LABEL_LAYOUT["csv"])
-  if (os.path.exists(os.path.join(root, defaults.csv)) or not os.path.isfile(csv_path)
-      or not os.path.isdir(os.path.join(root, MULTI_LABEL_LAYOUT["poster_dir"]))):
+  if csv_path is None:
+    root = fields["manual_dir"]
+    csv_path = os.path.join(root, MULTI_LABEL_LAYOUT["csv"])
+    if (not root or os.path.exists(os.path.join(root, defaults.csv))
+        or not os.path.isdir(os.path.join(root, MULTI_LABEL_LAYOUT["poster_dir"]))):
+      return fields
+  if not _multi_label_header(csv_path):
     return fields
-  with open(csv_path, encoding="utf-8", errors="replace") as f:
-    header = [h.strip() for h in f.readline().split(",")]
-  if not {"Id", "Genre"} <= set(header):
-    return fields
-  logging.info("data: %s has the Kaggle multi-label layout (train.csv + Images/)", root)
+  logging.info("data: %s has the Kaggle multi-label layout (Id, Genre columns)", csv_path)
   return {**fields, **MULTI_LABEL_LAYOUT}
 
 
@@ -111,7 +123,7 @@ def _fields(data_config: Any) -> dict[str, Any]:
     f["genre_column"] = ""
   if f["manual_dir"]:
     f["manual_dir"] = os.path.abspath(os.path.expanduser(f["manual_dir"]))
-    f = detect_layout(f)
+  f = detect_layout(f)
   if "{id}" not in f["file_pattern"]:
     raise ValueError(f"data.file_pattern must contain '{{id}}', got {f['file_pattern']!r}")
   posters.poster_path(".", "1", f["file_pattern"])  # a plain file name, or ValueError
@@ -368,7 +380,7 @@ def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
   `report` counts rows read/dropped, genres unknown to the vocabulary (ignored), and is
   complete once the examples are exhausted. Nothing is sampled or split.
   """
-  f = _fields(data_config)
+  f = detect_layout(_fields(data_config), csv)
   rows, rows_read, dropped, _ = movie_genre.read_clean(csv, **{k: f[k] for k in _CSV_FIELDS})
   known = set(vocabulary)
   unknown = collections.Counter(g for r in rows for g in r.genres if g not in known)

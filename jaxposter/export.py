@@ -1,0 +1,81 @@
+"""A trained model as a self-contained serving artifact: `jax.export`, no Flax, no jaxposter.
+
+  python launch.py --workdir runs/scratch --mode export --output served/scratch
+
+writes two files into the --output folder:
+  model.jaxexport   the serialized predict function (StableHLO with the weights inside):
+                    uint8 posters [batch, height, width, 3], resized and centre-cropped as
+                    below, -> genre probabilities [batch, genres]; any batch size; lowered
+                    for CPU, CUDA and TPU. Normalisation and flip test-time augmentation
+                    (when the run used it) happen inside.
+  model.json        genres, decision thresholds (tuned on validation), the input size and
+                    how to get there (resize to `resize_hw`, bilinear, then crop the centre
+                    `input_hw`).
+
+Serving needs only jax (any later version: the format is stable), numpy and Pillow:
+
+  import json, jax, numpy as np
+  from PIL import Image
+  meta = json.load(open("served/model.json"))
+  predict = jax.export.deserialize(open("served/model.jaxexport", "rb").read())
+  (rh, rw), (h, w) = meta["resize_hw"], meta["input_hw"]
+  x = np.asarray(Image.open("poster.jpg").convert("RGB").resize((rw, rh), Image.BILINEAR))
+  top, left = (rh - h) // 2, (rw - w) // 2
+  probs = np.asarray(predict.call(x[None, top:top + h, left:left + w]))[0]
+  genres = [g for g, p in zip(meta["genres"], probs) if p >= meta["thresholds"]["global"]]
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxposter import train
+
+MODEL_FILE, META_FILE = "model.jaxexport", "model.json"
+PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def predict_fn(exp, state):
+  """uint8 posters -> probabilities, as `train.eval_step` computes them (weights closed over)."""
+  config = exp.config
+  variables = jax.device_get(train.inference_variables(state))
+  apply = state.apply_fn
+
+  def predict(images):
+    x = train.normalize(images, config.data.normalization)
+    probs = jax.nn.sigmoid(apply(variables, x, train=False))
+    if config.get("tta_flip", False):
+      probs = (probs + jax.nn.sigmoid(apply(variables, x[:, :, ::-1], train=False))) / 2
+    return probs
+
+  return predict
+
+
+def export(member, out_dir: str) -> dict:
+  """Writes `MODEL_FILE` and `META_FILE` for a restored checkpoint (`main.Member`)."""
+  exp, g = member.exp, member.exp.geom
+  batch = jax.export.symbolic_shape("batch")[0]
+  spec = jax.ShapeDtypeStruct((batch, g.height, g.width, 3), jnp.uint8)
+  exported = jax.export.export(jax.jit(predict_fn(exp, member.state)), platforms=PLATFORMS)(spec)
+  tuned = member.meta.get("thresholds") or {}
+  meta = {
+      "genres": list(exp.genres),
+      "thresholds": {"fixed": 0.5, "global": float(tuned.get("global", 0.5)),
+                     "per_genre": np.broadcast_to(tuned.get("per_genre", 0.5),
+                                                  (len(exp.genres),)).tolist()},
+      "input_hw": [g.height, g.width], "resize_hw": list(g.resized), "resize": "bilinear",
+      "input": "uint8 RGB [batch, height, width, 3]; normalisation is inside the function",
+      "normalization": exp.config.data.normalization,
+      "tta_flip": bool(exp.config.get("tta_flip", False)),
+      "model": exp.config.model.name, "workdir": os.path.abspath(member.workdir),
+      "step": member.step, "platforms": list(PLATFORMS),
+  }
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, MODEL_FILE), "wb") as f:
+    f.write(exported.serialize())
+  with open(os.path.join(out_dir, META_FILE), "w") as f:
+    json.dump(meta, f, indent=1)
+  return meta
