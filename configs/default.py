@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   d.crop_fraction = 1.0  # < 1: resize to size/fraction, then random (train) / centre (eval) crop
   d.crop_min_area = 1.0  # < 1: random resized crops (train): a box of this to 100% of the area,
   d.crop_max_aspect = 4 / 3  # ... its aspect ratio up to this factor off the output's
-  d.num_threads = 2  # grain reader threads (decode + resize + augment run in them)
+  d.num_threads = -1  # grain reader threads (decode, resize, crop); -1: one per usable core
   d.prefetch = 4  # batches prefetched ahead of the device
 
   # synthetic_posters: the embedded, procedurally drawn data set

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from jaxposter import checkpoint, evaluate, report, thresholds, train
+from jaxposter import checkpoint, evaluate, report, runtime, thresholds, train
 from jaxposter.data import pipeline
 from jaxposter.errors import UserError
 from jaxposter.experiment import check_compatible, setup
@@ -179,8 +179,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         num_threads=config.data.num_threads, prefetch=config.data.prefetch)
     bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch}/{config.num_epochs}",
                disable=not (config.progress_bar and report.is_chief()), leave=False)
-    total, seen, start, in_flight = None, 0, time.perf_counter(), None
-    for batch in batches:
+    total, seen, start, in_flight, waited = None, 0, time.perf_counter(), None, 0.0
+    while True:
+      ready = time.perf_counter()
+      batch = next(batches, None)  # the time spent here is the input pipeline's
+      waited += time.perf_counter() - ready
+      if batch is None:
+        break
       state, m = exp.steps.train(state, batch, key)
       total = train.sum_metrics(total, m)
       if in_flight is not None:  # one step queued ahead: the bar counts finished steps
@@ -199,15 +204,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _check_finite(total, step, epoch, config)
         loss = float(m["loss_sum"] / m["count"])
         rate = seen / (time.perf_counter() - start)
-        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
+        wait = waited / (time.perf_counter() - start)
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}", input_wait=f"{wait:.0%}")
         if bar.disable and report.is_chief():  # no bar (a log file): a line instead
           print(f"  step {step} (epoch {epoch}, {step - (epoch - 1) * steps_per_epoch}/"
-                f"{steps_per_epoch}): loss {loss:.4f}, {rate:.1f} images/s", flush=True)
+                f"{steps_per_epoch}): loss {loss:.4f}, {rate:.1f} images/s, waiting for "
+                f"input {wait:.0%} of the time", flush=True)
     bar.close()
     _check_finite(total, step, epoch, config)
     train_m = train.summarize_train(total)
     train_m["seconds"] = time.perf_counter() - start
     train_m["images_per_s"] = seen / train_m["seconds"]
+    train_m["input_wait_share"] = waited / train_m["seconds"]
+    if train_m["input_wait_share"] > INPUT_BOUND and report.is_chief():
+      print(_input_advice(train_m["input_wait_share"], epoch, config), flush=True)
     val_out = evaluate.predict_source(exp, state, exp.source("validation"))
     tuned = thresholds.tune(*val_out[:2])  # on validation only; the test split never tunes
     last_tuned = tuned
@@ -238,6 +248,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       print(f"Best {best}; evaluate it with: "
             f"python launch.py --workdir {workdir} --mode eval", flush=True)
   return test
+
+
+INPUT_BOUND = 0.1  # advice when training waits for its input more than this share of an epoch
+
+
+def _input_advice(share: float, epoch: int, config: ml_collections.ConfigDict) -> str:
+  threads = pipeline.reader_threads(config.data.num_threads)
+  return (f"Input-bound: training waited for the next batch {share:.0%} of epoch {epoch}'s "
+          f"time. The input pipeline decodes and resizes with {threads} reader thread(s) on "
+          f"a host with {runtime.usable_cores()} usable core(s): raise --config.data.num_threads "
+          "(-1: one per core), or store posters at the training size "
+          "(--config.data.store_height/store_width) so each one decodes faster.")
 
 
 def _check_finite(total: dict, step: int, epoch: int, config: ml_collections.ConfigDict) -> None:

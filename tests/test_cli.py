@@ -249,7 +249,7 @@ def test_more_bad_input_is_one_clear_line(case, trained, tiny_data_dir, tmp_path
                       "--config.model.kwargs.features=abc"], "model 'custom_cnn' with model.kwargs"),
       "unknown_kwarg": ([*train, "--workdir", str(tmp_path / "w"), "--config.model.kwargs.foo=1"],
                         "model custom_cnn has no argument foo (--config.model.kwargs.*); it "
-                        "takes: features, hidden, pool_size"),
+                        "takes: batch_norm, convs_per_stage, features, hidden, pool_size"),
       "workdir_is_a_file": ([*train, "--workdir", str(a_file)], "is a file, not a folder"),
       "garbage_config_json": (["--workdir", str(tmp_path / "w"), "--mode", "eval"],
                               "config.json is not a saved jaxposter config (JSONDecodeError"),

@@ -36,7 +36,10 @@ def tiny(config_file: str, data_dir: str, **model_kwargs):
   c.model.pretrained = ""
   c.data.normalization = "unit"
   family = next(f for f in SHRINK if c.model.name.startswith(f))
-  c.model.kwargs = {**SHRINK[family], **model_kwargs}
+  shrink = dict(SHRINK[family])
+  if c.model.kwargs.get("hidden", None) == 0:  # a pooled head stays pooled
+    del shrink["hidden"]
+  c.model.kwargs = {**c.model.kwargs.to_dict(), **shrink, **model_kwargs}
   if family == "densenet":  # four blocks halve the input 5 times: 32x24 would vanish
     c.data.image_height, c.data.image_width = 64, 48
   return c

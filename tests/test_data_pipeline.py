@@ -1,5 +1,7 @@
 """The synthetic TFDS builder and the grain pipeline: order, sharding, padding, resume."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -106,3 +108,39 @@ def test_decode_crops_and_flips_only_in_training():
   flips = [pipeline.decode(jpeg, geom, np.random.default_rng(s), True)[:, 0].mean() < 50
            for s in range(20)]
   assert 0 < sum(flips) < 20
+
+
+def test_reader_threads_follow_the_host(monkeypatch):
+  from configs import default
+  from jaxposter import runtime
+  monkeypatch.setattr(runtime, "usable_cores", lambda: 12)
+  assert default.get_config().data.num_threads == -1
+  assert pipeline.reader_threads(-1) == 12
+  assert pipeline.reader_threads(0) == 0 and pipeline.reader_threads(3) == 3
+
+
+def test_a_slow_reader_shows_in_the_log_and_prints_advice(tiny_data_dir, tmp_path, monkeypatch,
+                                                         capsys):
+  """Training measures how long each step waits for its batch (input_wait_share in
+  metrics.jsonl) and says what to do when the input pipeline holds it up."""
+  import time
+  from jaxposter import main
+  decode = pipeline.decode
+
+  def slow(*args, **kwargs):
+    time.sleep(0.03)  # 16 posters a batch: ~0.5 s per batch, far more than a tiny step
+    return decode(*args, **kwargs)
+
+  config = tiny_config(tiny_data_dir)
+  config.num_epochs, config.test_every_epoch, config.data.num_threads = 1, False, 0
+  main.train_and_evaluate(config, str(tmp_path / "fast"))
+  capsys.readouterr()
+  monkeypatch.setattr(pipeline, "decode", slow)
+  main.train_and_evaluate(config, str(tmp_path / "slow"))
+  printed = capsys.readouterr().out
+  shares = {}
+  for name in ("fast", "slow"):
+    with open(tmp_path / name / "metrics.jsonl") as f:
+      shares[name] = json.loads(f.readline())["train"]["input_wait_share"]
+  assert shares["slow"] > 0.4 and shares["slow"] > 3 * shares["fast"], shares
+  assert "Input-bound: training waited for the next batch" in printed

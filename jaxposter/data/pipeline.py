@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from jaxposter import runtime
+
 
 @dataclasses.dataclass(frozen=True)
 class Geometry:
@@ -86,9 +88,15 @@ def _owned_positions(num_batches: int, global_batch: int, process_index: int,
   return (batch_starts + process_index * local + np.arange(local)[None, :]).reshape(-1)
 
 
+def reader_threads(num_threads: int) -> int:
+  """`data.num_threads`: -1 = one reader per usable core of this host; 0 = none (the
+  caller's thread reads); else as given."""
+  return runtime.usable_cores() if num_threads < 0 else num_threads
+
+
 def _iterate(ds: grain.MapDataset, num_threads: int, prefetch: int) -> Iterator[Any]:
-  """Batches read ahead by `num_threads` threads; 0: in the caller's thread, no read-ahead."""
-  threads = max(0, num_threads)
+  """Batches read ahead by `reader_threads(num_threads)` threads, or in the caller's thread."""
+  threads = reader_threads(num_threads)
   return iter(ds.to_iter_dataset(grain.ReadOptions(
       num_threads=threads, prefetch_buffer_size=prefetch if threads else 0)))
 
