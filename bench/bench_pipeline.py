@@ -8,14 +8,16 @@ per input size (HxW), of:
   - pipeline, num_threads=N: `pipeline.train_batches` on the train split (read, JPEG decode,
     resize to size / crop_fraction, random crop and flip, batch; uint8 out): `--batches`
     batches of `--batch` from a fresh iterator (empty prefetch buffer), median of `--repeats`.
-    num_threads=0 is not "no threads": grain's defaults then apply (16 threads).
+    num_threads=0: no reader threads, the loop's own thread reads (grain's rule).
   - decode + augment alone: the same per-image work in a plain loop on one thread.
   - train step, MODEL: `exp.steps.train` (from `experiment.setup`) on one fixed random uint8
     batch of `--train_batch`: placement, forward, BCE, backward, Adam; median of `--steps`
     steps after a warm-up (compile) step.
 Variants of one size are timed interleaved, so their ratios share the load. At the native
-268x182 with the config's crop_fraction 1 nothing is resized or cropped. The last line divides
-the 2-thread pipeline rate by each train-step rate: below 1 the pipeline is the bottleneck.
+268x182 with the config's crop_fraction 1 nothing is resized or cropped. The last lines divide
+the 2-thread pipeline rate by each train-step rate (below 1 the pipeline is the bottleneck)
+and, from the one-thread rate (posters/s per core), give the host cores a step demanding
+`--demand` images/s needs (e.g. a GPU's published training throughput: a projection).
 Each is measured alone; in training they share the cores.
 
 Recorded 2026-11-24 (2 cores, load average ~10, so expect +-30%), images/s at 268x182 /
@@ -26,6 +28,7 @@ decode alone 1588 / 669; train step custom_cnn 2.8 / 2.9, narrow 11.8 / 12.5, re
 
 import argparse
 import functools
+import math
 import os
 import tempfile
 
@@ -69,13 +72,15 @@ def main():
   parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
   parser.add_argument("--train_batch", type=int, default=16)
   parser.add_argument("--steps", type=int, default=3, help="timed train steps (median)")
+  parser.add_argument("--demand", type=float, nargs="*", default=[1000, 3000, 10000],
+                      help="step throughputs (images/s) to size the host for")
   args = parser.parse_args()
 
   data_fields = {"data.manual_dir": args.manual_dir, "data.data_dir": args.data_dir}
   config = _common.load_config("custom_cnn", data_fields)
   source = pipeline.open_split(builder.prepare(config.data), "train")
 
-  rows, margins = [], []
+  rows, margins, per_core = [], [], {}
   for size in args.sizes:
     h, w = map(int, size.split("x"))
     geom = pipeline.Geometry(h, w, config.data.crop_fraction)
@@ -85,6 +90,8 @@ def main():
     seconds = _common.medians(list(runs.values()), args.repeats, warmup=0)
     rates = {name: args.batches * args.batch / s for name, s in zip(runs, seconds)}
     rows += [(name, size, f"{rate:.0f}") for name, rate in rates.items()]
+    if "pipeline, num_threads=1" in rates:
+      per_core[size] = rates["pipeline, num_threads=1"]
 
     sized = {**data_fields, "data.image_height": h, "data.image_width": w}
     loops = [_common.TrainLoop(_common.load_config(MODELS[name][0], {**sized, **MODELS[name][1]}),
@@ -106,6 +113,16 @@ def main():
           + ", ".join(f"{where} {ratio:.1f}x" for ratio, where in margins) + ". "
           + (f"The pipeline is the bottleneck for {', '.join(slow)}." if slow else
              f"The pipeline is never the bottleneck (least margin {min(margins)[0]:.1f}x)."))
+  if per_core:
+    print("\nSizing the input for a faster step (one reader thread per core; projections):")
+    print("\n".join(sizing_lines(per_core, args.demand)))
+
+
+def sizing_lines(per_core: dict[str, float], demands) -> list[str]:
+  """Host cores a step demanding each of `demands` images/s needs, from posters/s per core."""
+  return [f"{size}: {rate:.0f} posters/s per core; "
+          + ", ".join(f"{d:.0f} images/s needs {math.ceil(d / rate)} cores" for d in demands)
+          for size, rate in per_core.items()]
 
 
 if __name__ == "__main__":
