@@ -55,7 +55,7 @@ def predict_fn(exp, state):
 
 
 def export(member, out_dir: str) -> dict:
-  """Writes `MODEL_FILE` and `META_FILE` for a restored checkpoint (`main.Member`)."""
+  """Writes `MODEL_FILE` and `META_FILE` for a restored checkpoint (`restore.Member`)."""
   exp, g = member.exp, member.exp.geom
   batch = jax.export.symbolic_shape("batch")[0]
   spec = jax.ShapeDtypeStruct((batch, g.height, g.width, 3), jnp.uint8)

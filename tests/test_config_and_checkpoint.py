@@ -121,14 +121,14 @@ def test_the_kept_best_step_follows_the_configured_measure(tmp_path, metric, bes
 
 
 def test_a_workdir_saved_before_best_metric_keeps_its_rule(tmp_path):
-  from jaxposter import main
+  from jaxposter import saved_config
   config = _load(os.path.join(ROOT, "configs", "demo.py"))
   saved = json.loads(config.to_json())
   del saved["checkpoint"]["best_metric"]
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  assert main.load_workdir_config(str(tmp_path)).checkpoint.best_metric == "val_OF1"
+  assert saved_config.load(str(tmp_path)).checkpoint.best_metric == "val_OF1"
   (tmp_path / "config.json").write_text(config.to_json())
-  assert main.load_workdir_config(str(tmp_path)).checkpoint.best_metric == "val_mAP"
+  assert saved_config.load(str(tmp_path)).checkpoint.best_metric == "val_mAP"
 
 
 def test_checkpoints_saved_as_one_item_still_restore(tmp_path):

@@ -124,7 +124,7 @@ def test_a_slow_reader_shows_in_the_log_and_prints_advice(tiny_data_dir, tmp_pat
   """Training measures how long each step waits for its batch (input_wait_share in
   metrics.jsonl) and says what to do when the input pipeline holds it up."""
   import time
-  from jaxposter import main
+  from jaxposter import trainer
   decode = pipeline.decode
 
   def slow(*args, **kwargs):
@@ -133,10 +133,10 @@ def test_a_slow_reader_shows_in_the_log_and_prints_advice(tiny_data_dir, tmp_pat
 
   config = tiny_config(tiny_data_dir)
   config.num_epochs, config.test_every_epoch, config.data.num_threads = 1, False, 0
-  main.train_and_evaluate(config, str(tmp_path / "fast"))
+  trainer.train_and_evaluate(config, str(tmp_path / "fast"))
   capsys.readouterr()
   monkeypatch.setattr(pipeline, "decode", slow)
-  main.train_and_evaluate(config, str(tmp_path / "slow"))
+  trainer.train_and_evaluate(config, str(tmp_path / "slow"))
   printed = capsys.readouterr().out
   shares = {}
   for name in ("fast", "slow"):

@@ -134,7 +134,7 @@ def test_export_serves_predicts_probabilities_without_jaxposter(two_runs, tmp_pa
   gives --mode predict's probabilities for batches of 1 and 7 posters."""
   import subprocess
   import sys
-  from jaxposter import main, predict
+  from jaxposter import predict, restore
   workdir, out = two_runs[0], str(tmp_path / "served")
   run_cli(["--workdir", workdir, "--mode", "export", "--output", out])
   paths = []
@@ -142,7 +142,7 @@ def test_export_serves_predicts_probabilities_without_jaxposter(two_runs, tmp_pa
     image, _ = synthetic.make_example(11, i, 70, 45)  # not the model's input size: resized
     paths.append(str(tmp_path / f"p{i}.jpg"))
     Image.fromarray(image).save(paths[-1])
-  member = main.restore(workdir, with_data=False)
+  member = restore.restore(workdir, with_data=False)
   records, kept, _ = predict.load_posters(paths, len(member.exp.genres))
   expected = predict.ensemble_probs([member], records)
   for batch in (paths[:1], paths):
