@@ -32,8 +32,12 @@ jaxposter split the CPU), "2 devices" as launch.py runs it now. jax / torch imag
   | resnet50 | 224x224, 16 | 1.8 | 2.9 | 5.3 / 6.3 | 0.35 -> 0.46 |
   | scratch | 72x48, 64 | 438.6 | 726.0 | 806.3 / 1120.5 | 0.54 -> 0.65 |
 
-  The scratch row has models/cpu_ops.py in both columns; without it its last stage (3x2
-  maps) is ~3x slower (bench/bench_conv.py). Torch's step here has no EMA or augmentation.
+  The scratch row is the recipe of that day (a compact ResNet at 72x48; configs/scratch.py
+  is now a BatchNorm CNN at 144x96) and has models/cpu_ops.py's conv route in both columns;
+  without it its last stage (3x2 maps) is ~3x slower (bench/bench_conv.py). These rows
+  predate cpu_ops' max pooling, which later the same day, on one device against torch with
+  one thread (`--threads 1`, pinned to one core, another job on the other), took scratch
+  from 0.56 to 0.63 and resnet18 from 0.65 to 0.72 of torch.
 """
 
 import argparse
