@@ -14,12 +14,13 @@ next to the paper's published numbers (which carry the defects listed in the REA
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from jaxposter import report  # pylint: disable=wrong-import-position
 
 # The paper's table (OP, OR, OF1); its learning rate / epochs per row are not stated.
 PAPER = {"resnet18": (0.6605, 0.4844, 0.5577), "resnet50": (0.5760, 0.5760, 0.4796),
@@ -67,8 +68,8 @@ def main():
   for model in a.models.split(","):
     for lr in a.lrs.split(","):
       workdir = train(model, lr, epochs[-1], a.root, a.set)
-      with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        log = {r["epoch"]: r for r in map(json.loads, f)}
+      records, _ = report.read_jsonl(os.path.join(workdir, "metrics.jsonl"))  # skips cut lines
+      log = {r["epoch"]: r for r in records}
       rows += [{"model": model, "lr": lr, "epoch": e, "test": log[e]["test"]} for e in epochs]
   text = table(rows)
   print(text)
