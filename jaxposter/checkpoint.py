@@ -7,6 +7,7 @@ metrics. The last `keep` epochs are kept, and the best by a validation measure (
 A step whose files do not read back raises `DamagedCheckpoint`; callers skip to another.
 """
 
+import logging
 import os
 import sys
 import traceback
@@ -51,10 +52,24 @@ class DamagedCheckpoint(Exception):
   """A step whose files do not read back (truncated, garbled or missing); `str` says why."""
 
 
+def _in_orbax(tb) -> bool:
+  return any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in traceback.extract_tb(tb))
+
+
+class _AbandonedOrbaxTasks(logging.Filter):
+  """asyncio's "Task exception was never retrieved" for a task of Orbax's."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    tb = record.exc_info[2] if record.exc_info else None
+    return not (record.getMessage().startswith("Task exception was never retrieved")
+                and tb is not None and _in_orbax(tb))
+
+
 def _drop_abandoned_read_noise() -> None:
   """When one read of a restore fails, Orbax gives up on the others, but they still finish,
-  raising into its closed event loop or from their dropped coroutines: Python prints those
-  as unraisable tracebacks, after the damage was already reported. This drops them."""
+  raising into its closed event loop, from their dropped coroutines or as tasks nobody
+  awaits: Python prints those as unraisable tracebacks, and asyncio logs them, after the
+  damage was already reported. This drops them."""
   if getattr(sys.unraisablehook, "drops_abandoned_reads", False):
     return
   printer = sys.unraisablehook
@@ -62,13 +77,12 @@ def _drop_abandoned_read_noise() -> None:
   def hook(unraisable) -> None:
     closed_loop = (isinstance(unraisable.exc_value, RuntimeError)
                    and str(unraisable.exc_value) == "Event loop is closed")
-    in_orbax = any(f"{os.sep}orbax{os.sep}" in frame.filename
-                   for frame in traceback.extract_tb(unraisable.exc_traceback))
-    if not (closed_loop or in_orbax):
+    if not (closed_loop or _in_orbax(unraisable.exc_traceback)):
       printer(unraisable)
 
   hook.drops_abandoned_reads = True
   sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(_AbandonedOrbaxTasks())
 
 
 def _why(e: Exception) -> str:

@@ -160,3 +160,21 @@ def test_a_damaged_step_raises_damaged_checkpoint_with_one_line(tmp_path):
   os.remove(tmp_path / "ck" / "3" / "state" / "manifest.ocdbt")
   with pytest.raises(checkpoint.DamagedCheckpoint, match=r"^ValueError: NOT_FOUND[^\n]+$"):
     ckpts.restore(3, _state())
+
+
+def test_abandoned_orbax_tasks_are_not_logged_after_a_damaged_read():
+  """asyncio's 'Task exception was never retrieved' for Orbax's abandoned reads is dropped
+  (it printed a traceback after the one-line skip message); anyone else's is kept."""
+  import logging
+
+  def record(filename):
+    try:
+      exec(compile("raise ValueError('read failed')", filename, "exec"))  # pylint: disable=exec-used
+    except ValueError as e:
+      return logging.LogRecord("asyncio", logging.ERROR, "", 0,
+                               "Task exception was never retrieved\nfuture: <Task finished>",
+                               None, (type(e), e, e.__traceback__))
+
+  keep = checkpoint._AbandonedOrbaxTasks().filter  # pylint: disable=protected-access
+  assert not keep(record(os.path.join("site-packages", "orbax", "checkpoint", "x.py")))
+  assert keep(record(os.path.join("site-packages", "mine", "x.py")))
