@@ -18,8 +18,8 @@ checkpoint by validation mAP):
     ingredients and AdamW (3 seeds)                                  0.440 (0.435-0.448)
 A larger input, a wider ResNet, mixup and label smoothing did not help either.
 
-Expected on the test split (1,260 posters): mAP 0.434, macro ROC-AUC 0.669, OF1 at the
-validation-tuned threshold 0.557 (seed 0), against the constant predictor's OF1 0.534 and
+Expected on the test split (1,260 posters; seeds 0 and 1): mAP 0.434, macro ROC-AUC 0.669-0.670,
+OF1 at the validation-tuned threshold 0.557-0.564, against the constant predictor's OF1 0.534 and
 prevalence mAP 0.294; the same network in plain PyTorch, same split and recipe: mAP 0.427,
 ROC-AUC 0.665. The README's "Learning from scratch" has the table and the training time.
 """
