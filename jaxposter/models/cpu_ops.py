@@ -77,7 +77,7 @@ def _max_pool_1d(x: jax.Array, axis: int) -> jax.Array:
   pad = [(0, 0)] * x.ndim
   pad[axis] = (1, 1)
   x = jnp.pad(x, pad, constant_values=-jnp.inf)
-  out = (size - 1) // 2 + 1
+  out = _output_size(size, 3, 2, (1, 1))
   a, b, c = (lax.slice_in_dim(x, i, i + 2 * (out - 1) + 1, 2, axis) for i in range(3))
   return jnp.maximum(jnp.maximum(a, b), c)
 
