@@ -40,13 +40,17 @@ def tiny_config(data_dir: str):
   return config
 
 
-def run_cli(args: list[str], env_extra: dict | None = None, check: bool = True,
-            timeout: int = 600, cwd: str = ROOT) -> subprocess.CompletedProcess:
+def cli_env(env_extra: dict | None = None) -> dict:
   env = dict(os.environ, **(env_extra or {}))
   env.setdefault("JAX_PLATFORMS", "cpu")
   env.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)  # never the user's own cache
+  return env
+
+
+def run_cli(args: list[str], env_extra: dict | None = None, check: bool = True,
+            timeout: int = 600, cwd: str = ROOT) -> subprocess.CompletedProcess:
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=cwd,
-                        env=env, capture_output=True, text=True, timeout=timeout)
+                        env=cli_env(env_extra), capture_output=True, text=True, timeout=timeout)
   if check and proc.returncode != 0:
     raise AssertionError(f"launch.py {' '.join(args)} failed ({proc.returncode}):\n"
                          f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -60,6 +64,20 @@ def tiny_data_dir(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   builder.prepare(tiny_config(data_dir).data, quiet=True)
   return data_dir
+
+
+@pytest.fixture(scope="session")
+def two_runs(tiny_data_dir, tmp_path_factory) -> list[str]:
+  """Two tiny trained workdirs (seeds 0 and 1): checkpoints for eval, predict, export, serve."""
+  root = tmp_path_factory.mktemp("runs")
+  workdirs = []
+  for seed in (0, 1):
+    w = str(root / f"seed{seed}")
+    run_cli(["--config", "configs/demo.py", "--workdir", w,
+             *tiny_overrides(tiny_data_dir, seed=seed, num_epochs=3,
+                             optimizer__learning_rate=3e-3, tensorboard=True)])
+    workdirs.append(w)
+  return workdirs
 
 
 def write_config(directory, base: str, **fields) -> str:

@@ -5,24 +5,10 @@ import os
 import re
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from jaxposter.data import synthetic
-from tests.conftest import run_cli, tiny_overrides
-
-
-@pytest.fixture(scope="module")
-def two_runs(tiny_data_dir, tmp_path_factory):
-  root = tmp_path_factory.mktemp("runs")
-  workdirs = []
-  for seed in (0, 1):
-    w = str(root / f"seed{seed}")
-    run_cli(["--config", "configs/demo.py", "--workdir", w,
-             *tiny_overrides(tiny_data_dir, seed=seed, num_epochs=3,
-                             optimizer__learning_rate=3e-3, tensorboard=True)])
-    workdirs.append(w)
-  return workdirs
+from tests.conftest import run_cli
 
 
 def test_eval_writes_reports_that_agree_with_metrics_json(two_runs):
