@@ -104,6 +104,7 @@ class Experiment:
   mesh: jax.sharding.Mesh
   model: Any
   geom: pipeline.Geometry
+  reader_threads: int  # this process's input pipeline threads (`pipeline.reader_threads`)
   steps: train.Steps
   checkpoints: checkpoint.Checkpoints
   _sources: dict = dataclasses.field(default_factory=dict)
@@ -211,8 +212,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
     raise UserError(f"the training split has {n_train} examples, fewer than one batch "
                     f"(config.batch_size={config.batch_size})")
   d = config.data
-  geom = pipeline.Geometry(d.image_height, d.image_width, d.crop_fraction, d.crop_min_area,
-                           d.crop_max_aspect)
   steps = train.Steps(mesh, d.normalization, config.parallelism,
                       losses.make(config.loss, _pos_weight(config, data)),
                       augment.options(config), config.ema_decay, config.tta_flip)
@@ -220,4 +219,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
       os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
       keep_best=config.checkpoint.keep_best, read_only=read_only,
       best_metric=config.checkpoint.best_metric)
-  return Experiment(config, workdir, data, genres, mesh, model, geom, steps, ckpt)
+  threads = pipeline.reader_threads(d.num_threads, parallel.processes_sharing_cores())
+  return Experiment(config, workdir, data, genres, mesh, model, pipeline.Geometry.of(d), threads,
+                    steps, ckpt)

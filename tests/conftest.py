@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic data set built once per session, and CLI helpers."""
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,13 @@ def run_cli(args: list[str], env_extra: dict | None = None, check: bool = True,
     raise AssertionError(f"launch.py {' '.join(args)} failed ({proc.returncode}):\n"
                          f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
   return proc
+
+
+def free_port() -> int:
+  """A TCP port free on 127.0.0.1 (for a jax.distributed coordinator)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
