@@ -200,12 +200,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
     kwargs = config.model.kwargs.to_dict()
     if config.model.remat:
       kwargs["remat"] = True
-    if config.model.freeze_backbone and models.accepts(config.model.name, "frozen_bn"):
-      kwargs["frozen_bn"] = True
-    if config.parallelism == "pmap" and models.accepts(config.model.name, "bn_axis_name"):
-      kwargs["bn_axis_name"] = train.PMAP_AXIS
-    model = models.create_model(config.model.name, len(genres), dtype=config.model.dtype,
-                                dropout_rate=config.model.dropout_rate, **kwargs)
+    model = models.create_model(
+        config.model.name, len(genres), dtype=config.model.dtype,
+        dropout_rate=config.model.dropout_rate, frozen_bn=config.model.freeze_backbone,
+        bn_axis_name=train.PMAP_AXIS if config.parallelism == "pmap" else None, **kwargs)
   except (ValueError, FileNotFoundError) as e:
     raise UserError(str(e)) from e
   if not read_only and (n_train := _num_examples(data, "train")) < config.batch_size:
