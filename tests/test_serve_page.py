@@ -70,11 +70,16 @@ def test_the_command_serves_on_loopback(server, poster):
                                          "page?)"})
 
 
-def _chrome():
+def _require_browser():
+  """selenium's webdriver, or a skip that says what is missing (CI has no browser)."""
   if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
     pytest.skip("no browser here: apt-get install chromium chromium-driver")
-  webdriver = pytest.importorskip("selenium.webdriver",
-                                  reason="the browser driver: pip install -e '.[browser]'")
+  return pytest.importorskip("selenium.webdriver",
+                             reason="the browser driver: pip install -e '.[browser]'")
+
+
+def _chrome():
+  webdriver = _require_browser()
   options = webdriver.ChromeOptions()
   options.binary_location = CHROMIUM
   for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,1000"):
@@ -95,6 +100,7 @@ DROP = """  // a poster dropped on the drop zone: red above, blue below
 
 
 def test_the_page_in_chromium(server, two_runs, poster, tmp_path):
+  _require_browser()  # before importing selenium's parts
   from selenium.webdriver.common.by import By
   from selenium.webdriver.support.ui import Select, WebDriverWait
   out = tmp_path / "predicted.json"
