@@ -9,7 +9,6 @@ import hashlib
 import http.server
 import json
 import os
-import socket
 import sys
 import threading
 
@@ -20,6 +19,7 @@ import pytest
 
 from jaxposter.models import densenet, resnet
 from jaxposter.models import torchvision as tv
+from tests.conftest import free_port
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "torchvision_parity.npz")
 
@@ -208,10 +208,7 @@ def test_corrupt_download_is_deleted_with_clear_error(server, tmp_path, monkeypa
 
 def test_unreachable_server_names_url_and_scratch_override(tmp_path, monkeypatch):
   monkeypatch.setitem(tv.WEIGHT_FILES, "tiny", "tiny-00000000.pth")
-  with socket.socket() as s:  # a port nobody listens on
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  url = f"http://127.0.0.1:{port}/"
+  url = f"http://127.0.0.1:{free_port()}/"  # a port nobody listens on
   with pytest.raises(tv.PretrainedWeightsError) as err:
     tv.resolve_pretrained("tiny", str(tmp_path / "cache"), base_url=url, timeout=5)
   msg = str(err.value)

@@ -23,11 +23,11 @@ from jaxposter.data import images
 def _serving(member):
   """The member with one poster per device in a batch (predict's eval_batch_size, 64 by
   default, would compute 63 blank posters beside each upload) and no reader threads (a
-  request decodes its own poster)."""
+  request decodes its own poster: `exp.reader_threads`, which the eval pipeline reads)."""
   config = member.exp.config.copy_and_resolve_references()
   config.eval_batch_size = jax.device_count()
-  config.data.num_threads = 0
-  return dataclasses.replace(member, exp=dataclasses.replace(member.exp, config=config))
+  return dataclasses.replace(member, exp=dataclasses.replace(member.exp, config=config,
+                                                               reader_threads=0))
 
 
 class Model:
