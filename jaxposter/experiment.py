@@ -153,7 +153,7 @@ class Experiment:
                          batch_stats=jax.device_put(variables.get("batch_stats"), repl))
 
   def steps_per_epoch(self) -> int:
-    return max(1, self.num_examples("train") // self.config.batch_size)
+    return pipeline.steps_per_epoch(self.num_examples("train"), self.config.batch_size)
 
 
 def _prepare_once(data_config):
