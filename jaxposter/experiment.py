@@ -119,13 +119,14 @@ class Experiment:
   def num_examples(self, split: str) -> int:
     return _num_examples(self.data, split)
 
-  def new_state(self, steps_per_epoch: int) -> train.TrainState:
-    """A freshly initialised state: the template every restore fills in."""
+  def new_state(self, steps_per_epoch: int, abstract: bool = False) -> train.TrainState:
+    """A freshly initialised state; `abstract`: its shapes only, the target of a restore."""
     tx = train.make_optimizer(self.config, steps_per_epoch)
     shape = (self.geom.height, self.geom.width, 3)
     try:
       return train.create_state(self.model, tx, shape, self.config.seed,
-                                parallel.replicated(self.mesh), ema=self.config.ema_decay > 0)
+                                parallel.replicated(self.mesh), ema=self.config.ema_decay > 0,
+                                abstract=abstract)
     except (TypeError, ValueError) as e:  # found while tracing: a model that cannot take this
       # input, or model.kwargs of the wrong kind (--config.model.kwargs.features=abc)
       first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

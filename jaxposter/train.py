@@ -113,8 +113,11 @@ def make_optimizer(config: ml_collections.ConfigDict,
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple,
-                 seed: int, sharding: jax.sharding.Sharding, ema: bool = False) -> TrainState:
-  """Initialises parameters (from `seed`) directly into replicated device buffers.
+                 seed: int, sharding: jax.sharding.Sharding, ema: bool = False,
+                 abstract: bool = False) -> TrainState:
+  """Initialises parameters (from `seed`) directly into replicated device buffers; with
+  `abstract`, only their shapes, dtypes and shardings (`jax.eval_shape`: nothing is
+  compiled or run), the target a checkpoint restores into.
 
   The init key is an `rbg` key: XLA:CPU compiles a model's init 3-6x faster than with
   threefry (the same values for a seed on a given platform; dropout keeps threefry).
@@ -129,7 +132,8 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, image_shape
       state = state.replace(ema_params=state.params, ema_batch_stats=state.batch_stats)
     return state
 
-  return jax.jit(init, out_shardings=sharding)()
+  init = jax.jit(init, out_shardings=sharding)
+  return jax.eval_shape(init) if abstract else init()
 
 
 def _train_apply(state: TrainState, params, images, rngs):
