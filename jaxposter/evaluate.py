@@ -17,7 +17,8 @@ def predict_source(exp, state, source) -> tuple[np.ndarray, np.ndarray, np.ndarr
   pending = []
   for batch in batches:
     mask = batch.pop("mask")
-    pending.append((exp.steps.eval(state, batch), batch["label"], mask))  # fetch at the end
+    out = exp.steps.eval(state, exp.steps.place_batch(batch))
+    pending.append((out, batch["label"], mask))  # fetched at the end
   probs, labels, losses = [], [], []
   for out, label, mask in pending:
     out = exp.steps.outputs_to_host(out)

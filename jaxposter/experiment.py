@@ -104,7 +104,7 @@ class Experiment:
   mesh: jax.sharding.Mesh
   model: Any
   geom: pipeline.Geometry
-  steps: train.Steps
+  steps: parallel.Steps
   checkpoints: checkpoint.Checkpoints
   _sources: dict = dataclasses.field(default_factory=dict)
 
@@ -214,9 +214,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
   d = config.data
   geom = pipeline.Geometry(d.image_height, d.image_width, d.crop_fraction, d.crop_min_area,
                            d.crop_max_aspect)
-  steps = train.Steps(mesh, d.normalization, config.parallelism,
-                      losses.make(config.loss, _pos_weight(config, data)),
-                      augment.options(config), config.ema_decay, config.tta_flip)
+  steps = parallel.Steps(mesh, d.normalization, config.parallelism,
+                         losses.make(config.loss, _pos_weight(config, data)),
+                         augment.options(config), config.ema_decay, config.tta_flip)
   ckpt = checkpoints or checkpoint.Checkpoints(
       os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
       keep_best=config.checkpoint.keep_best, read_only=read_only,

@@ -2,6 +2,7 @@
 restored checkpoint or an ensemble of them (jaxposter.restore)."""
 
 import os
+from typing import Sequence
 
 import ml_collections
 import numpy as np
@@ -10,15 +11,16 @@ from jaxposter import evaluate, report, thresholds
 from jaxposter.data import pipeline
 from jaxposter.errors import UserError
 from jaxposter.restore import Member, restore, restore_all
-from jaxposter.trainer import train_and_evaluate
+from jaxposter.trainer import Hook, train_and_evaluate
 
 MODES = ("train", "eval", "predict", "export")
 
 
 def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mode: str = "train",
         step: int | None = None, csv: str = "", posters: str = "", inputs: list[str] = (),
-        threshold: str = "", output: str = "", saliency: str = ""):
-  """One mode of a run. eval and predict take several workdirs: an ensemble."""
+        threshold: str = "", output: str = "", saliency: str = "", hooks: Sequence[Hook] = ()):
+  """One mode of a run. eval and predict take several workdirs: an ensemble. `hooks`: run
+  after every train step (`trainer.Hook`)."""
   workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
   if mode not in MODES:
     raise UserError(f"unknown mode {mode!r}; choose one of {MODES}")
@@ -29,7 +31,7 @@ def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mod
       raise UserError("training needs --config (e.g. --config configs/demo.py)")
     if len(workdirs) != 1:
       raise UserError("training writes to exactly one --workdir")
-    return train_and_evaluate(config, workdirs[0])
+    return train_and_evaluate(config, workdirs[0], hooks)
   if mode == "eval":
     return evaluate_checkpoint(config, workdirs, step, csv, posters)
   if mode == "export":

@@ -41,14 +41,17 @@ def tiny_config(data_dir: str):
 
 
 def run_cli(args: list[str], env_extra: dict | None = None, check: bool = True,
-            timeout: int = 600, cwd: str = ROOT) -> subprocess.CompletedProcess:
+            timeout: int = 600, cwd: str = ROOT,
+            script: tuple[str, ...] = ("launch.py",)) -> subprocess.CompletedProcess:
+  """launch.py with `args` in a subprocess; `script`: another entry point (and its own
+  arguments) under ROOT, e.g. ("tests/killed_launch.py", "9", "1")."""
   env = dict(os.environ, **(env_extra or {}))
   env.setdefault("JAX_PLATFORMS", "cpu")
   env.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)  # never the user's own cache
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=cwd,
-                        env=env, capture_output=True, text=True, timeout=timeout)
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, script[0]), *script[1:], *args],
+                        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
   if check and proc.returncode != 0:
-    raise AssertionError(f"launch.py {' '.join(args)} failed ({proc.returncode}):\n"
+    raise AssertionError(f"{script[0]} {' '.join(args)} failed ({proc.returncode}):\n"
                          f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
   return proc
 
