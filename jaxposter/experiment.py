@@ -109,8 +109,18 @@ class Experiment:
   _sources: dict = dataclasses.field(default_factory=dict)
 
   def source(self, split: str):
-    """The split's random-access source, opened once and reused every epoch."""
-    if self.data is None or split not in self.data.info.splits:
+    """The split's random-access source, opened once and reused every epoch. An experiment
+    set up from a checkpoint's genres prepares its data set here, on first use."""
+    if self.data is None:
+      try:
+        data = _prepare_once(self.config.data)
+      except (ValueError, FileNotFoundError) as e:
+        raise UserError(f"reading the {split} split: {e}") from e
+      if builder_lib.vocabulary(data) != self.genres:
+        raise UserError(f"the data set of {self.workdir}'s config has the genres "
+                        f"{builder_lib.vocabulary(data)}, its checkpoint {self.genres}")
+      self.data = data
+    if split not in self.data.info.splits:
       raise UserError(f"the data set has no {split!r} split")
     if split not in self._sources:
       self._sources[split] = pipeline.open_split(self.data, split)

@@ -1,7 +1,7 @@
 """Genres for new posters, from one workdir's best checkpoint or an ensemble of several.
 
-An ensemble averages the members' probabilities; its thresholds are the mean of the
-members' validation-tuned thresholds.
+Scored by eval's rule (`evaluate.ensemble_outputs`, `evaluate.ensemble_thresholds`): the
+members' mean probability, thresholds tuned on the ensemble's own validation probabilities.
 """
 
 import csv
@@ -53,15 +53,10 @@ def _max_pixels(exp) -> int:
   return exp.config.data.get("max_pixels", images.MAX_PIXELS)
 
 
-def ensemble_probs(members, source) -> np.ndarray:
-  """Mean probability over members, each through its own input size and normalisation."""
-  return np.mean([evaluate.predict_source(m.exp, m.state, source)[0] for m in members], axis=0)
-
-
 def threshold_of(members, kind) -> float | np.ndarray:
-  return np.mean([thresholds.select(m.meta.get("thresholds") or {"fixed": 0.5, "global": 0.5,
-                                                                 "per_genre": 0.5}, kind)
-                  for m in members], axis=0)
+  """The threshold(s) of `kind`; tuned ones by the ensemble rule, only when asked for."""
+  tuned = evaluate.ensemble_thresholds(members) if kind in ("global", "per_genre") else {}
+  return thresholds.select({"fixed": 0.5, **tuned}, kind)
 
 
 def run(members, inputs: list[str], kind, output: str = "") -> list[dict]:
@@ -71,19 +66,27 @@ def run(members, inputs: list[str], kind, output: str = "") -> list[dict]:
     print(f"skipped {path}: {reason}", flush=True)
   if not records:
     raise FileNotFoundError(f"none of the {len(skipped)} input files is a readable image")
-  probs = ensemble_probs(members, records)
-  threshold = threshold_of(members, kind)
-  rows = []
-  for path, p in zip(kept, probs):
-    chosen = [g for g, pi, t in zip(genres, p, np.broadcast_to(threshold, p.shape)) if pi >= t]
-    rows.append({"file": path, "genres": chosen,
-                 "probabilities": {g: round(float(pi), 4) for g, pi in zip(genres, p)}})
+  rows, threshold = answer(members, records, kept, kind)
   if report.is_chief():
     print(table(rows, genres, kind, threshold), flush=True)
     if output:
       write(rows, genres, output)
       print(f"wrote {output}", flush=True)
   return rows
+
+
+def answer(members, records: list[dict], names: list[str],
+           kind) -> tuple[list[dict], float | np.ndarray]:
+  """One row per record (file, predicted genres, probabilities), and the threshold(s) used."""
+  genres = members[0].exp.genres
+  probs = evaluate.ensemble_outputs(members, records)[0]
+  threshold = threshold_of(members, kind)
+  rows = []
+  for name, p in zip(names, probs):
+    chosen = [g for g, pi, t in zip(genres, p, np.broadcast_to(threshold, p.shape)) if pi >= t]
+    rows.append({"file": name, "genres": chosen,
+                 "probabilities": {g: round(float(pi), 4) for g, pi in zip(genres, p)}})
+  return rows, threshold
 
 
 def table(rows: list[dict], genres: list[str], kind, threshold) -> str:
