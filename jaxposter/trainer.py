@@ -1,4 +1,5 @@
-"""Training: the epoch loop with resume, its log (metrics.jsonl) and checkpoints."""
+"""Training: each epoch's steps, then its end (validation, thresholds, the log record in
+metrics.jsonl, the checkpoint); resuming from the newest intact checkpoint; step hooks."""
 
 import json
 import os
