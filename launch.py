@@ -4,6 +4,7 @@
   python launch.py --workdir runs/demo --mode eval                         # evaluate the best
   python launch.py --workdir runs/demo --mode predict --inputs posters/    # genres of new posters
   python launch.py --workdir runs/demo --mode export --output served/      # a jax.export artifact
+  python launch.py --workdir runs/demo --mode serve                        # a page and JSON API
   python launch.py --config configs/demo.py --config.num_epochs=3 ...      # override any field
 """
 
@@ -16,19 +17,23 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/demo.py.",
                                 lock_config=True)
-flags.DEFINE_list("workdir", None, "Directory for checkpoints, logs and reports. eval and "
-                  "predict take several, comma-separated: an ensemble.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "export"], "What to do.")
+flags.DEFINE_list("workdir", None, "Directory for checkpoints, logs and reports. eval, "
+                  "predict and serve take several, comma-separated: an ensemble.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "export", "serve"],
+                  "What to do.")
 flags.DEFINE_integer("step", None, "eval: the checkpoint step to restore (default: the best).")
 flags.DEFINE_string("csv", "", "eval: score on this CSV (MovieGenre layout or the config's "
                     "columns) instead of the test split; every usable row is test data.")
 flags.DEFINE_string("posters", "", "eval: the poster folder that goes with --csv.")
 flags.DEFINE_list("inputs", [], "predict: poster files and/or folders, comma-separated.")
-flags.DEFINE_string("threshold", "", "predict: 'fixed' (0.5), 'global', 'per_genre' or a "
+flags.DEFINE_string("threshold", "", "predict, serve: 'fixed' (0.5), 'global', 'per_genre' or a "
                     "number; default: the config's `threshold`.")
 flags.DEFINE_string("output", "", "predict: also write the predictions to this .json or .csv; "
                     "export: the folder to write the serving artifact into.")
 flags.DEFINE_string("saliency", "", "predict: also write Grad-CAM overlays for this genre.")
+flags.DEFINE_string("host", "127.0.0.1", "serve: the address to listen on (the default: "
+                    "this machine only).")
+flags.DEFINE_integer("port", 8000, "serve: the port to listen on (0: any free one).")
 flags.DEFINE_string("coordinator", "", "Multi-host: coordinator host:port (process 0).")
 flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
 flags.DEFINE_integer("process_id", -1, "Multi-host: this process's id.")
@@ -52,9 +57,9 @@ def _flag_value(argv: list[str], name: str) -> str | None:
 
 
 def with_saved_config(argv: list[str]) -> list[str]:
-  """eval / predict given --config.* overrides but no --config: the overrides apply to the
+  """eval / predict / serve given --config.* overrides but no --config: the overrides apply to the
   (first) workdir's saved config, e.g. --config.eval_batch_size=64."""
-  if (_flag_value(argv, "mode") not in ("eval", "predict") or _flag_value(argv, "config")
+  if (_flag_value(argv, "mode") not in ("eval", "predict", "serve") or _flag_value(argv, "config")
       or not any(re.match(r"--?config\.", arg) for arg in argv)):
     return argv
   workdir = (_flag_value(argv, "workdir") or "").split(",")[0]
@@ -125,7 +130,8 @@ def main(argv, hooks=()):
   try:
     parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
     jp_main.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.step, FLAGS.csv, FLAGS.posters,
-                FLAGS.inputs, FLAGS.threshold, FLAGS.output, FLAGS.saliency, hooks)
+                FLAGS.inputs, FLAGS.threshold, FLAGS.output, FLAGS.saliency, FLAGS.host,
+                FLAGS.port, hooks)
   except UserError as e:
     if os.environ.get("JAXPOSTER_DEBUG"):
       raise

@@ -20,17 +20,34 @@ and, from the one-thread rate (posters/s per core), give the host cores a step d
 `--demand` images/s needs (e.g. a GPU's published training throughput: a projection).
 Each is measured alone; in training they share the cores.
 
+With `--configs demo scratch ...` it times instead each shipped config's own input: its
+geometry (size, crop_fraction, random resized crops) on its data set as built, posters stored
+at the size training reads (the default) and, for `movie_posters`, as originals
+(`data.store_height=-1`) beside; configs reading the same way share a row. All are timed
+interleaved; beside the posters/s of each thread count, posters per CPU-second of the process
+with the fewest threads: what one core delivers, which a loaded host hides from wall time.
+
+  nice -n 10 python bench/bench_pipeline.py --manual_dir /path/to/moviegenre --threads 1 2 \
+      --configs demo scratch custom_cnn resnet18 resnet50 densenet201    # ~5 min
+
 Recorded 2026-11-24 (2 cores, load average ~10, so expect +-30%), images/s at 268x182 /
 224x224: pipeline num_threads=2 1164 / 728 (0: 833 / 547, 1: 915 / 555, 4: 1068 / 711);
 decode alone 1588 / 669; train step custom_cnn 2.8 / 2.9, narrow 11.8 / 12.5, resnet18 5.8 /
 5.8. The pipeline is never the bottleneck (least margin 58x, narrow CNN at 224x224).
+Recorded 2026-11-25 with the `--configs` line above (load average ~6), posters per CPU-second:
+demo 1934; scratch 1303 stored at 160x107, 801 from the originals; 268x182 configs 910 stored,
+963 originals (the same posters: they are 268x182 already). Wall time, 1 / 2 threads, was
+a third to a half of that (scratch 469 / 592 stored, 363 / 356 originals).
 """
 
 import argparse
+import collections
 import functools
 import math
 import os
+import statistics
 import tempfile
+import time
 
 import numpy as np
 
@@ -74,9 +91,13 @@ def main():
   parser.add_argument("--steps", type=int, default=3, help="timed train steps (median)")
   parser.add_argument("--demand", type=float, nargs="*", default=[1000, 3000, 10000],
                       help="step throughputs (images/s) to size the host for")
+  parser.add_argument("--configs", nargs="*", default=[],
+                      help="time these configs' own inputs instead of --sizes and --models")
   args = parser.parse_args()
 
   data_fields = {"data.manual_dir": args.manual_dir, "data.data_dir": args.data_dir}
+  if args.configs:
+    return time_configs(args, data_fields)
   config = _common.load_config("custom_cnn", data_fields)
   source = pipeline.open_split(builder.prepare(config.data), "train")
 
@@ -113,16 +134,55 @@ def main():
           + ", ".join(f"{where} {ratio:.1f}x" for ratio, where in margins) + ". "
           + (f"The pipeline is the bottleneck for {', '.join(slow)}." if slow else
              f"The pipeline is never the bottleneck (least margin {min(margins)[0]:.1f}x)."))
+  print_sizing(per_core, args.demand)
+
+
+def time_configs(args, data_fields) -> None:
+  """Posters/s of each config's own geometry on its data as stored, and as originals."""
+  variants = {}  # (geometry, data set name) -> (data set, as originals, config names)
+  for name in args.configs:
+    config = _common.load_config(name, data_fields)
+    stores = ((0, 0), (-1, -1)) if config.data.name == "movie_posters" else ((0, 0),)
+    for store in stores:
+      config.data.store_height, config.data.store_width = store
+      data = builder.prepare(config.data)
+      key = (pipeline.Geometry.of(config.data), data.builder_config.name)
+      variants.setdefault(key, (data, store[0] < 0, []))[2].append(name)
+  cpu = collections.defaultdict(list)  # the process's CPU seconds per run, all threads
+
+  def run(source, geom, threads, key):
+    start = time.process_time()
+    consume(source, geom, args, threads)
+    cpu[key].append(time.process_time() - start)
+
+  keys = [(key, t) for key in variants for t in args.threads]
+  runs = [functools.partial(run, pipeline.open_split(variants[key][0], "train"), key[0], t,
+                            (key, t)) for key, t in keys]
+  seconds = _common.medians(runs, args.repeats, warmup=0)  # interleaved: one load for all
+  posters = args.batches * args.batch
+  rows, per_core = [], {}
+  for key, (_, originals, names) in variants.items():
+    geom = key[0]
+    rates = [posters / s for (k, _), s in zip(keys, seconds) if k == key]
+    stored = "originals" if originals else "x".join(map(str, geom.source_size))
+    what = f"{', '.join(names)}: {geom.height}x{geom.width} stored {stored}"
+    per_core[what] = posters / statistics.median(cpu[key, min(args.threads)])
+    rows.append((what, *(f"{r:.0f}" for r in rates), f"{per_core[what]:.0f}"))
+  print(f"posters/s, batch {args.batch}, {args.batches} batches per run, median of "
+        f"{args.repeats} runs; per CPU-second: posters / the process's CPU time with "
+        f"num_threads={min(args.threads)} (what one core delivers, however loaded the host)\n")
+  print(_common.markdown_table(["config: input, stored", *(
+      f"num_threads={t}" for t in args.threads), "per CPU-second"], rows))
+  print_sizing(per_core, args.demand)
+
+
+def print_sizing(per_core: dict[str, float], demands) -> None:
+  """Host cores a step demanding each of `demands` images/s needs, from posters/s per core."""
   if per_core:
     print("\nSizing the input for a faster step (one reader thread per core; projections):")
-    print("\n".join(sizing_lines(per_core, args.demand)))
-
-
-def sizing_lines(per_core: dict[str, float], demands) -> list[str]:
-  """Host cores a step demanding each of `demands` images/s needs, from posters/s per core."""
-  return [f"{size}: {rate:.0f} posters/s per core; "
-          + ", ".join(f"{d:.0f} images/s needs {math.ceil(d / rate)} cores" for d in demands)
-          for size, rate in per_core.items()]
+  for what, rate in per_core.items():
+    print(f"{what}: {rate:.0f} posters/s per core; "
+          + ", ".join(f"{d:.0f} images/s needs {math.ceil(d / rate)} cores" for d in demands))
 
 
 if __name__ == "__main__":

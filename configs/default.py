@@ -21,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   d.crop_fraction = 1.0  # < 1: resize to size/fraction, then random (train) / centre (eval) crop
   d.crop_min_area = 1.0  # < 1: random resized crops (train): a box of this to 100% of the area,
   d.crop_max_aspect = 4 / 3  # ... its aspect ratio up to this factor off the output's
-  d.num_threads = -1  # grain reader threads (decode, resize, crop); -1: one per usable core
+  d.num_threads = -1  # grain reader threads (decode, resize, crop); -1: one per usable core,
+  #                     shared among the run's processes on this host
   d.prefetch = 4  # batches prefetched ahead of the device
 
   # synthetic_posters: the embedded, procedurally drawn data set
@@ -51,8 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
   d.sample_size = 0  # sample this many rows (the paper: 6000); 0 = all
   d.sample_seed = 0
   d.split_fractions = (0.7, 0.1, 0.2)  # train / validation / test, by a hash of the id
-  d.store_height = 0  # resize at build time; 0 keeps the originals
-  d.store_width = 0
+  d.store_height = 0  # posters larger are resized at build time to this; 0: the size training
+  d.store_width = 0  # reads (input / crop_fraction, more for random resized crops); -1: originals
   d.max_pixels = 40_000_000  # posters over this many pixels are skipped, before decoding
 
   # ---- model --------------------------------------------------------------------------

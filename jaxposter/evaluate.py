@@ -20,7 +20,7 @@ def predict_source(exp, state, source) -> tuple[np.ndarray, np.ndarray, np.ndarr
   batches = pipeline.eval_batches(
       source, geom=exp.geom, global_batch=c.eval_batch_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      num_threads=c.data.num_threads, prefetch=c.data.prefetch)
+      num_threads=exp.reader_threads, prefetch=c.data.prefetch)
   pending = []
   for batch in batches:
     mask = batch.pop("mask")

@@ -104,6 +104,7 @@ class Experiment:
   mesh: jax.sharding.Mesh
   model: Any
   geom: pipeline.Geometry
+  reader_threads: int  # this process's input pipeline threads (`pipeline.reader_threads`)
   steps: parallel.Steps
   checkpoints: checkpoint.Checkpoints
   _sources: dict = dataclasses.field(default_factory=dict)
@@ -210,20 +211,16 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
     kwargs = config.model.kwargs.to_dict()
     if config.model.remat:
       kwargs["remat"] = True
-    if config.model.freeze_backbone and models.accepts(config.model.name, "frozen_bn"):
-      kwargs["frozen_bn"] = True
-    if config.parallelism == "pmap" and models.accepts(config.model.name, "bn_axis_name"):
-      kwargs["bn_axis_name"] = train.PMAP_AXIS
-    model = models.create_model(config.model.name, len(genres), dtype=config.model.dtype,
-                                dropout_rate=config.model.dropout_rate, **kwargs)
+    model = models.create_model(
+        config.model.name, len(genres), dtype=config.model.dtype,
+        dropout_rate=config.model.dropout_rate, frozen_bn=config.model.freeze_backbone,
+        bn_axis_name=train.PMAP_AXIS if config.parallelism == "pmap" else None, **kwargs)
   except (ValueError, FileNotFoundError) as e:
     raise UserError(str(e)) from e
   if not read_only and (n_train := _num_examples(data, "train")) < config.batch_size:
     raise UserError(f"the training split has {n_train} examples, fewer than one batch "
                     f"(config.batch_size={config.batch_size})")
   d = config.data
-  geom = pipeline.Geometry(d.image_height, d.image_width, d.crop_fraction, d.crop_min_area,
-                           d.crop_max_aspect)
   steps = parallel.Steps(mesh, d.normalization, config.parallelism,
                          losses.make(config.loss, _pos_weight(config, data)),
                          augment.options(config), config.ema_decay, config.tta_flip)
@@ -231,4 +228,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
       os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
       keep_best=config.checkpoint.keep_best, read_only=read_only,
       best_metric=config.checkpoint.best_metric)
-  return Experiment(config, workdir, data, genres, mesh, model, geom, steps, ckpt)
+  threads = pipeline.reader_threads(d.num_threads, parallel.processes_sharing_cores())
+  return Experiment(config, workdir, data, genres, mesh, model, pipeline.Geometry.of(d), threads,
+                    steps, ckpt)

@@ -1,4 +1,4 @@
-"""The modes of a run: train (jaxposter.trainer), and eval, predict and export of one
+"""The modes of a run: train (jaxposter.trainer), and eval, predict, export and serve of one
 restored checkpoint or an ensemble of them (jaxposter.restore)."""
 
 import os
@@ -13,14 +13,15 @@ from jaxposter.errors import UserError
 from jaxposter.restore import restore, restore_all
 from jaxposter.trainer import Hook, train_and_evaluate
 
-MODES = ("train", "eval", "predict", "export")
+MODES = ("train", "eval", "predict", "export", "serve")
 
 
 def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mode: str = "train",
         step: int | None = None, csv: str = "", posters: str = "", inputs: list[str] = (),
-        threshold: str = "", output: str = "", saliency: str = "", hooks: Sequence[Hook] = ()):
-  """One mode of a run. eval and predict take several workdirs: an ensemble. `hooks`: run
-  after every train step (`trainer.Hook`)."""
+        threshold: str = "", output: str = "", saliency: str = "", host: str = "127.0.0.1",
+        port: int = 8000, hooks: Sequence[Hook] = ()):
+  """One mode of a run. eval, predict and serve take several workdirs: an ensemble.
+  `hooks`: run after every train step (`trainer.Hook`)."""
   workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
   if mode not in MODES:
     raise UserError(f"unknown mode {mode!r}; choose one of {MODES}")
@@ -36,6 +37,8 @@ def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mod
     return evaluate_checkpoint(config, workdirs, step, csv, posters)
   if mode == "export":
     return export_model(config, workdirs, step, output)
+  if mode == "serve":
+    return serve_model(config, workdirs, step, threshold, host, port)
   return predict_posters(config, workdirs, step, list(inputs), threshold, output, saliency)
 
 
@@ -97,6 +100,14 @@ def _threshold_kind(value: str) -> str | float:
   return number
 
 
+def _restore_to_predict(config, workdirs: list[str], step, threshold: str):
+  """The members, and the threshold kind: --threshold, else the first member's config's."""
+  kind = _threshold_kind(threshold) if threshold else None  # refused before restoring
+  members = restore_all(workdirs, config, step, with_data=False)
+  return members, kind if kind is not None else _threshold_kind(
+      str(members[0].exp.config.threshold))
+
+
 def predict_posters(config, workdirs: list[str], step, inputs: list[str], threshold: str,
                     output: str, saliency: str = "") -> list[dict]:
   from jaxposter import predict
@@ -104,9 +115,7 @@ def predict_posters(config, workdirs: list[str], step, inputs: list[str], thresh
     raise UserError("predict needs --inputs: poster files and/or folders")
   if output:
     _check_path(output, "--output", folder=False)
-  kind = _threshold_kind(threshold) if threshold else None  # refused before restoring
-  members = restore_all(workdirs, config, step, with_data=False)
-  kind = kind if kind is not None else _threshold_kind(str(members[0].exp.config.threshold))
+  members, kind = _restore_to_predict(config, workdirs, step, threshold)
   genres = members[0].exp.genres
   if saliency and saliency not in genres:
     raise UserError(f"unknown genre {saliency!r} for --saliency; this model knows: "
@@ -119,6 +128,18 @@ def predict_posters(config, workdirs: list[str], step, inputs: list[str], thresh
     return rows
   except (ValueError, OSError) as e:
     raise UserError(str(e)) from e
+
+
+def serve_model(config, workdirs: list[str], step, threshold: str, host: str, port: int):
+  """`jaxposter.serve`: a web page and a JSON API over the model, until interrupted."""
+  try:
+    from jaxposter.serve import app
+  except ImportError as e:
+    raise UserError(f"--mode serve needs the serve extra ({e.name} is missing): "
+                    "pip install -e '.[serve]'") from None
+  sock = app.listen(host, port)  # a taken port fails before the model loads
+  members, kind = _restore_to_predict(config, workdirs, step, threshold)
+  app.serve(members, kind, sock)
 
 
 def export_model(config, workdirs: list[str], step, output: str) -> dict:

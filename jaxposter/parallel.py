@@ -6,7 +6,9 @@ parameters and optimizer state are replicated, each batch is split along its fir
 
 import collections
 import functools
+import hashlib
 import os
+import socket
 from typing import Callable, Iterable, Iterator
 
 import jax
@@ -14,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxposter import losses, train
+from jaxposter import losses, runtime, train
 from jaxposter.train import PMAP_AXIS, TrainState
 
 DATA_AXIS = "data"
@@ -38,6 +40,20 @@ def initialize_distributed(coordinator: str = "", num_processes: int = 0,
     jax.distributed.initialize(**kwargs)
   elif os.environ.get("JAXPOSTER_DISTRIBUTED") == "1":
     jax.distributed.initialize()
+
+
+def processes_sharing_cores() -> int:
+  """How many processes of this run (this one included) run on this host with the same
+  usable cores, and so share them: one process per GPU of an 8-GPU server, 8. Processes a
+  launcher pinned to separate cores (SLURM's --cpus-per-task, taskset) share nothing. With
+  several processes this is a collective: every process must call it."""
+  if jax.process_count() == 1:
+    return 1
+  from jax.experimental import multihost_utils
+  key = f"{socket.gethostname()} {runtime.usable_core_ids()}"
+  mine = np.frombuffer(hashlib.sha256(key.encode()).digest()[:16], np.int32)
+  everyone = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size)
+  return int((everyone == mine).all(axis=1).sum())
 
 
 def make_mesh() -> Mesh:

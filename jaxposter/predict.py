@@ -40,17 +40,27 @@ def load_posters(paths: list[str], num_genres: int, max_pixels: int = images.MAX
   records, kept, skipped = [], [], {}
   for path in paths:
     try:
-      jpeg = images.poster_jpeg(path, max_pixels=max_pixels)
+      records.append(poster_record(path, num_genres, max_pixels))
+      kept.append(path)
     except (OSError, images.BadImage) as e:
       skipped[path] = images.skip_reason(e)
-      continue
-    records.append({"image": jpeg, "label": np.zeros(num_genres, np.uint8)})
-    kept.append(path)
   return records, kept, skipped
 
 
-def _max_pixels(exp) -> int:
+def poster_record(source: images.Source, num_genres: int, max_pixels: int = images.MAX_PIXELS
+                  ) -> dict:
+  """A poster file or its bytes as a record for the eval pipeline (raises BadImage, OSError)."""
+  return {"image": images.poster_jpeg(source, max_pixels=max_pixels),
+          "label": np.zeros(num_genres, np.uint8)}
+
+
+def max_pixels_of(exp) -> int:
   return exp.config.data.get("max_pixels", images.MAX_PIXELS)
+
+
+def ensemble_probs(members, source) -> np.ndarray:
+  """Mean probability over members, each through its own input size and normalisation."""
+  return evaluate.ensemble_outputs(members, source)[0]
 
 
 def threshold_of(members, kind) -> float | np.ndarray:
@@ -61,12 +71,14 @@ def threshold_of(members, kind) -> float | np.ndarray:
 
 def run(members, inputs: list[str], kind, output: str = "") -> list[dict]:
   genres = members[0].exp.genres
-  records, kept, skipped = load_posters(collect(inputs), len(genres), _max_pixels(members[0].exp))
+  records, kept, skipped = load_posters(collect(inputs), len(genres), max_pixels_of(members[0].exp))
   for path, reason in skipped.items():
     print(f"skipped {path}: {reason}", flush=True)
   if not records:
     raise FileNotFoundError(f"none of the {len(skipped)} input files is a readable image")
-  rows, threshold = answer(members, records, kept, kind)
+  probs = ensemble_probs(members, records)
+  threshold = threshold_of(members, kind)
+  rows = [{"file": path, **answer(p, genres, threshold)} for path, p in zip(kept, probs)]
   if report.is_chief():
     print(table(rows, genres, kind, threshold), flush=True)
     if output:
@@ -75,18 +87,14 @@ def run(members, inputs: list[str], kind, output: str = "") -> list[dict]:
   return rows
 
 
-def answer(members, records: list[dict], names: list[str],
-           kind) -> tuple[list[dict], float | np.ndarray]:
-  """One row per record (file, predicted genres, probabilities), and the threshold(s) used."""
-  genres = members[0].exp.genres
-  probs = evaluate.ensemble_outputs(members, records)[0]
-  threshold = threshold_of(members, kind)
-  rows = []
-  for name, p in zip(names, probs):
-    chosen = [g for g, pi, t in zip(genres, p, np.broadcast_to(threshold, p.shape)) if pi >= t]
-    rows.append({"file": name, "genres": chosen,
-                 "probabilities": {g: round(float(pi), 4) for g, pi in zip(genres, p)}})
-  return rows, threshold
+def answer(probs: np.ndarray, genres: list[str], threshold) -> dict:
+  """One poster's predicted genres (probability at or over the threshold) and every probability."""
+  chosen = [g for g, p, t in zip(genres, probs, np.broadcast_to(threshold, probs.shape)) if p >= t]
+  return {"genres": chosen, "probabilities": by_genre(probs, genres)}
+
+
+def by_genre(values, genres: list[str]) -> dict:
+  return {g: round(float(v), 4) for g, v in zip(genres, values)}
 
 
 def table(rows: list[dict], genres: list[str], kind, threshold) -> str:
@@ -118,21 +126,33 @@ def write(rows: list[dict], genres: list[str], path: str) -> None:
 
 def saliency_maps(member, rows: list[dict], genre: str, out_dir: str) -> None:
   """Grad-CAM overlays of `genre` over each poster: <out_dir>/<name>.<genre>.png."""
-  from jaxposter import saliency, train
-  from jaxposter.data import pipeline
+  from jaxposter import saliency
   exp = member.exp  # `genre` is one of exp.genres: the caller checks, before predicting
-  variables = train.inference_variables(exp.steps.unplace_state(member.state))
+  variables = saliency_variables(member)
   os.makedirs(out_dir, exist_ok=True)
   for r in rows:
-    image = pipeline.decode(images.poster_jpeg(r["file"], max_pixels=_max_pixels(exp)), exp.geom,
-                            None)
-    x = train.normalize(image[None], exp.config.data.normalization)
-    heat = saliency.grad_cam(exp.model, variables, x, exp.genres.index(genre))[0]
+    jpeg = images.poster_jpeg(r["file"], max_pixels=max_pixels_of(exp))
     name = os.path.splitext(os.path.basename(r["file"]))[0]
     path = os.path.join(out_dir, f"{name}.{genre}.png")
-    shown = saliency.overlay(image, heat)
-    scale = max(1, round(268 / shown.shape[0]))  # small model inputs: enlarge to be seen
-    saliency.save_png(path, np.asarray(Image.fromarray(shown).resize(
-        (shown.shape[1] * scale, shown.shape[0] * scale), Image.BILINEAR)))
+    saliency.save_png(path, saliency_overlay(exp, variables, jpeg, genre))
     if report.is_chief():
       print(f"wrote {path}", flush=True)
+
+
+def saliency_variables(member) -> dict:
+  from jaxposter import train
+  return train.inference_variables(member.exp.steps.unplace_state(member.state))
+
+
+def saliency_overlay(exp, variables: dict, jpeg: bytes, genre: str) -> np.ndarray:
+  """The Grad-CAM of `genre` over the poster as the model sees it, enlarged to be seen:
+  uint8 [H, W, 3]."""
+  from jaxposter import saliency, train
+  from jaxposter.data import pipeline
+  image = pipeline.decode(jpeg, exp.geom, None)
+  x = train.normalize(image[None], exp.config.data.normalization)
+  heat = saliency.grad_cam(exp.model, variables, x, exp.genres.index(genre))[0]
+  shown = saliency.overlay(image, heat)
+  scale = max(1, round(268 / shown.shape[0]))  # small model inputs: enlarge to be seen
+  return np.asarray(Image.fromarray(shown).resize(
+      (shown.shape[1] * scale, shown.shape[0] * scale), Image.BILINEAR))

@@ -21,11 +21,16 @@ _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 DEFAULT_CACHE = "~/.cache/jaxposter/xla"
 
 
-def usable_cores() -> int:
+def usable_core_ids() -> list[int]:
+  """The cores this process may run on (its affinity: a launcher may pin it to a few)."""
   try:
-    return len(os.sched_getaffinity(0))
+    return sorted(os.sched_getaffinity(0))
   except AttributeError:  # not Linux
-    return os.cpu_count() or 1
+    return list(range(os.cpu_count() or 1))
+
+
+def usable_cores() -> int:
+  return len(usable_core_ids())
 
 
 def cpu_device_count(requested: int, batch_sizes: tuple[int, ...], cores: int) -> int:

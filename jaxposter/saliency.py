@@ -1,15 +1,14 @@
 """Grad-CAM heatmaps for any model of the zoo, and a matplotlib-free overlay.
 
-Every model marks its final convolutional feature map A with
-``self.perturb("features", x)`` (a no-op unless the ``'perturbations'`` collection is
-passed). The gradient of a genre's logit y with respect to that perturbation is dy/dA.
-Grad-CAM (Selvaraju et al. 2017): channel weights w_c = mean over positions of dy/dA_c,
-map = ReLU(sum_c w_c A_c), resized to the image and divided by its maximum. For a global
-average pool followed by a linear head (ResNet, DenseNet) this equals the class
-activation map relu(A . W_genre) up to scale.
+Every model computes its final convolutional feature map A in its `feature_map` method.
+Grad-CAM reads A with Flax's `capture_intermediates`, then differentiates a genre's logit y
+with respect to A by running the model with `feature_map` answered by A itself
+(`nn.intercept_methods`). Grad-CAM (Selvaraju et al. 2017): channel weights w_c = mean over
+positions of dy/dA_c, map = ReLU(sum_c w_c A_c), resized to the image and divided by its
+maximum. For a global average pool followed by a linear head (ResNet, DenseNet) this equals
+the class activation map relu(A . W_genre) up to scale.
 """
 
-import dataclasses
 import functools
 import os
 
@@ -20,45 +19,22 @@ import numpy as np
 from PIL import Image
 
 
-@functools.lru_cache(maxsize=None)
-def _tapped_class(cls: type) -> type:
-  """A subclass of `cls` that also sows the value it perturbs, so A is read exactly."""
-
-  class Tapped(cls):
-
-    def perturb(self, name, value, collection="perturbations"):
-      self.sow("intermediates", name, value)
-      return super().perturb(name, value, collection)
-
-  Tapped.__name__ = Tapped.__qualname__ = f"Tapped{cls.__name__}"
-  return Tapped
-
-
-def _tapped(model: nn.Module) -> nn.Module:
-  fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-            if f.init and f.name not in ("parent", "name")}
-  return _tapped_class(type(model))(**fields)
-
-
 @functools.partial(jax.jit, static_argnums=0)  # genre is traced: one compile per model
 def _grad_cam(model, variables, images, genre):
-  tapped = _tapped(model)
-  _, shapes = jax.eval_shape(
-      lambda: model.apply(variables, images, train=False, mutable=["perturbations"]))
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["perturbations"])
-  if "features" not in zeros:
-    raise ValueError(f"{type(model).__name__} has no self.perturb('features', x) "
-                     "at its final feature map; Grad-CAM needs one")
+  _, state = model.apply(variables, images, train=False, mutable=["intermediates"],
+                         capture_intermediates=lambda _, method: method == "feature_map")
+  feats = state["intermediates"]["feature_map"][0]
 
-  def logit(perturbations):
-    logits, state = tapped.apply({**variables, "perturbations": perturbations}, images,
-                                 train=False, mutable=["intermediates"])
-    return logits[:, genre].sum(), state["intermediates"]["features"][0]
+  def logit(feats):
+    def answer(call, args, kwargs, context):
+      return feats if context.method_name == "feature_map" else call(*args, **kwargs)
 
-  grads, feats = jax.grad(logit, has_aux=True)(zeros)
-  grads, feats = grads["features"].astype(jnp.float32), feats.astype(jnp.float32)
+    with nn.intercept_methods(answer):
+      return model.apply(variables, images, train=False)[:, genre].sum()
+
+  grads = jax.grad(logit)(feats).astype(jnp.float32)
   weights = grads.mean(axis=(1, 2))  # [B, C]
-  cam = nn.relu(jnp.einsum("bhwc,bc->bhw", feats, weights))
+  cam = nn.relu(jnp.einsum("bhwc,bc->bhw", feats.astype(jnp.float32), weights))
   b, h, w = images.shape[:3]
   cam = jnp.maximum(jax.image.resize(cam, (b, h, w), "bilinear"), 0.0)
   peak = cam.max(axis=(1, 2), keepdims=True)
@@ -71,7 +47,8 @@ def grad_cam(model: nn.Module, variables: dict, images: jnp.ndarray, genre: int)
   Each map is divided by its own maximum (1 = the strongest evidence in that poster);
   a poster with no positive evidence for the genre gets an all-zero map.
   """
-  variables = {k: v for k, v in variables.items() if k != "perturbations"}
+  if not hasattr(model, "feature_map"):
+    raise ValueError(f"{type(model).__name__} has no feature_map method; Grad-CAM needs one")
   images = jnp.asarray(images, jnp.float32)
   if images.ndim != 4:
     raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")

@@ -84,7 +84,7 @@ def _train_epoch(exp, state, step: int, epoch: int, tuned: dict | None, hooks: S
       exp.source("train"), geom=exp.geom, global_batch=config.batch_size, seed=config.seed,
       epoch=epoch, start_step=offset, random_flip=config.data.random_flip,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      num_threads=config.data.num_threads, prefetch=config.data.prefetch))
+      num_threads=exp.reader_threads, prefetch=config.data.prefetch))
   bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch}/{config.num_epochs}",
              disable=not (config.progress_bar and report.is_chief()), leave=False)
   key = jax.random.key(config.seed)
@@ -111,7 +111,7 @@ def _train_epoch(exp, state, step: int, epoch: int, tuned: dict | None, hooks: S
   bar.close()
   train_m = progress.summary(_fetch_finite(totals, step, epoch, config), step)
   if train_m["input_wait_share"] > INPUT_BOUND and report.is_chief():
-    print(_input_advice(train_m["input_wait_share"], epoch, config), flush=True)
+    print(_input_advice(train_m["input_wait_share"], epoch, exp.reader_threads), flush=True)
   return state, step, train_m
 
 
@@ -188,13 +188,13 @@ def _check_step_arithmetic(exp, step: int, meta: dict, steps_per_epoch: int) -> 
 INPUT_BOUND = 0.1  # advice when training waits for its input more than this share of an epoch
 
 
-def _input_advice(share: float, epoch: int, config: ml_collections.ConfigDict) -> str:
-  threads = pipeline.reader_threads(config.data.num_threads)
+def _input_advice(share: float, epoch: int, threads: int) -> str:
   return (f"Input-bound: training waited for the next batch {share:.0%} of epoch {epoch}'s "
           f"time. The input pipeline decodes and resizes with {threads} reader thread(s) on "
           f"a host with {runtime.usable_cores()} usable core(s): raise --config.data.num_threads "
-          "(-1: one per core), or store posters at the training size "
-          "(--config.data.store_height/store_width) so each one decodes faster.")
+          "(-1: one per core), keep posters stored at the training size "
+          "(--config.data.store_height/store_width 0, the default), or use a host with more "
+          "cores per accelerator.")
 
 
 def _fetch_finite(totals: dict, step: int, epoch: int,

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic data set built once per session, and CLI helpers."""
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -40,20 +41,32 @@ def tiny_config(data_dir: str):
   return config
 
 
+def cli_env(env_extra: dict | None = None) -> dict:
+  env = dict(os.environ, **(env_extra or {}))
+  env.setdefault("JAX_PLATFORMS", "cpu")
+  env.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)  # never the user's own cache
+  return env
+
+
 def run_cli(args: list[str], env_extra: dict | None = None, check: bool = True,
             timeout: int = 600, cwd: str = ROOT,
             script: tuple[str, ...] = ("launch.py",)) -> subprocess.CompletedProcess:
   """launch.py with `args` in a subprocess; `script`: another entry point (and its own
   arguments) under ROOT, e.g. ("tests/killed_launch.py", "9", "1")."""
-  env = dict(os.environ, **(env_extra or {}))
-  env.setdefault("JAX_PLATFORMS", "cpu")
-  env.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)  # never the user's own cache
   proc = subprocess.run([sys.executable, os.path.join(ROOT, script[0]), *script[1:], *args],
-                        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+                        cwd=cwd, env=cli_env(env_extra), capture_output=True, text=True,
+                        timeout=timeout)
   if check and proc.returncode != 0:
     raise AssertionError(f"{script[0]} {' '.join(args)} failed ({proc.returncode}):\n"
                          f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
   return proc
+
+
+def free_port() -> int:
+  """A TCP port free on 127.0.0.1 (for a jax.distributed coordinator)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +76,20 @@ def tiny_data_dir(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   builder.prepare(tiny_config(data_dir).data, quiet=True)
   return data_dir
+
+
+@pytest.fixture(scope="session")
+def two_runs(tiny_data_dir, tmp_path_factory) -> list[str]:
+  """Two tiny trained workdirs (seeds 0 and 1): checkpoints for eval, predict, export, serve."""
+  root = tmp_path_factory.mktemp("runs")
+  workdirs = []
+  for seed in (0, 1):
+    w = str(root / f"seed{seed}")
+    run_cli(["--config", "configs/demo.py", "--workdir", w,
+             *tiny_overrides(tiny_data_dir, seed=seed, num_epochs=3,
+                             optimizer__learning_rate=3e-3, tensorboard=True)])
+    workdirs.append(w)
+  return workdirs
 
 
 def write_config(directory, base: str, **fields) -> str:

@@ -116,7 +116,10 @@ def test_reader_threads_follow_the_host(monkeypatch):
   monkeypatch.setattr(runtime, "usable_cores", lambda: 12)
   assert default.get_config().data.num_threads == -1
   assert pipeline.reader_threads(-1) == 12
-  assert pipeline.reader_threads(0) == 0 and pipeline.reader_threads(3) == 3
+  assert pipeline.reader_threads(-1, sharing=8) == 1  # 8 processes on a 12-core host
+  assert pipeline.reader_threads(-1, sharing=4) == 3
+  assert pipeline.reader_threads(-1, sharing=16) == 1  # never none
+  assert pipeline.reader_threads(0, 4) == 0 and pipeline.reader_threads(3, 4) == 3
 
 
 def test_a_slow_reader_shows_in_the_log_and_prints_advice(tiny_data_dir, tmp_path, monkeypatch,
@@ -142,5 +145,7 @@ def test_a_slow_reader_shows_in_the_log_and_prints_advice(tiny_data_dir, tmp_pat
   for name in ("fast", "slow"):
     with open(tmp_path / name / "metrics.jsonl") as f:
       shares[name] = json.loads(f.readline())["train"]["input_wait_share"]
-  assert shares["slow"] > 0.4 and shares["slow"] > 3 * shares["fast"], shares
+  # Above the advice's threshold and well above the fast run; not a fixed share: compiling
+  # the step is part of the epoch and takes longer on a loaded machine (0.30 seen under load).
+  assert shares["slow"] > max(trainer.INPUT_BOUND, 3 * shares["fast"]), shares
   assert "Input-bound: training waited for the next batch" in printed

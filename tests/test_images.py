@@ -50,6 +50,9 @@ def test_resize_reencodes():
   small = images.to_jpeg_bytes(img, size=(24, 16))
   assert small != data and Image.open(io.BytesIO(small)).size == (16, 24)
   assert not images.keeps_bytes(img, (24, 16))
+  assert images.to_jpeg_bytes(img, size=(96, 20)) != data  # larger in either dimension: resized
+  assert images.keeps_bytes(img, (96, 64))  # a smaller poster is never enlarged
+  assert images.to_jpeg_bytes(img, size=(96, 64)) == data
 
 
 @pytest.mark.parametrize("kind", ["png", "gif", "gray_jpeg", "cmyk_jpeg", "palette_png",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxposter import models
-from jaxposter.models import densenet, resnet
+from jaxposter.models import cnn, densenet, layers, resnet
 
 # sum(p.numel() for p in torchvision.models.<name>().parameters()), 1000 classes.
 TORCHVISION_PARAMS = {
@@ -78,6 +78,7 @@ SMALL = {
         width_per_group=32, **kw),
     "densenet": lambda **kw: densenet.DenseNet(
         growth_rate=4, block_config=(2, 2, 2, 2), num_init_features=8, **kw),
+    "custom_cnn": lambda **kw: cnn.CustomCNN(features=(4, 8), hidden=0, batch_norm=True, **kw),
 }
 
 
@@ -137,8 +138,9 @@ def test_bfloat16_computes_in_bf16_keeps_float32_state(name):
 
 
 def test_zero_init_residual_zeroes_last_bn_scale():
+  parts = dict(conv=layers.Conv, norm=layers.batch_norm(False, False, None, jnp.float32))
   for block, last in [(resnet.BasicBlock, "bn2"), (resnet.Bottleneck, "bn3")]:
-    v = block(planes=4, zero_init_residual=True).init(
+    v = block(planes=4, zero_init_residual=True, **parts).init(
         jax.random.key(0), jnp.zeros((1, 4, 4, 16)))["params"]
     assert not v[last]["scale"].any() and v["bn1"]["scale"].all()
 
@@ -183,9 +185,22 @@ def test_custom_cnn_batchnorm_gap_variant():
   convs = 3 * 3 * (3 * 4 + 4 * 4 + 4 * 8 + 8 * 8)  # no biases: BatchNorm follows each conv
   assert n_params(variables) == convs + 2 * (4 + 4 + 8 + 8) + 8 * 5 + 5
   assert set(variables["batch_stats"]) == {"bn0_0", "bn0_1", "bn1_0", "bn1_1"}
-  assert models.accepts("custom_cnn", "bn_axis_name")
   x = jnp.asarray(np.random.default_rng(0).random((2, 12, 10, 3)), jnp.float32)
   v = fake_init(model)
   logits, updates = model.apply(v, x, train=True, mutable=["batch_stats"])
   assert logits.shape == (2, 5)
   assert not np.allclose(updates["batch_stats"]["bn0_0"]["mean"], v["batch_stats"]["bn0_0"]["mean"])
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_frozen_bn_trains_on_running_statistics(name):
+  """Every model takes `frozen_bn` (config.model.freeze_backbone): training normalises with
+  the running statistics and leaves them as they were, as eval does."""
+  model = SMALL[name](num_classes=3, dropout_rate=0.0, frozen_bn=True)
+  variables = fake_init(model)
+  x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 32, 32, 3)), jnp.float32)
+  run = jax.jit(lambda v, x: (model.apply(v, x), model.apply(v, x, train=True,
+                                                             mutable=["batch_stats"])))
+  logits, (train_logits, new) = run(variables, x)
+  np.testing.assert_array_equal(logits, train_logits)
+  jax.tree.map(np.testing.assert_array_equal, new["batch_stats"], variables["batch_stats"])

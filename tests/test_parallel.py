@@ -5,13 +5,12 @@ Runs the real CLI in subprocesses (the device count is fixed when jax starts).
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_cli, tiny_overrides, write_config
+from tests.conftest import ROOT, free_port, run_cli, tiny_overrides, write_config
 
 EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 
@@ -105,17 +104,11 @@ def test_checkpoints_cross_modes_and_device_counts(bn_config, jit_one, tiny_data
       assert result[k] == pytest.approx(expected[k], rel=1e-5), (mode, k)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_train_like_one(bn_config, tiny_data_dir, tmp_path):
   """jax.distributed on 127.0.0.1: 2 processes x 4 CPU devices == 1 process x 8 devices."""
   single = _train(bn_config, tmp_path / "single", tiny_data_dir, EIGHT, model__dropout_rate=0.0)
   workdir = str(tmp_path / "multi")
-  port = _free_port()
+  port = free_port()
   overrides = [o for o in tiny_overrides(tiny_data_dir, model__dropout_rate=0.0)
                if "model.kwargs" not in o]
   env = dict(os.environ, JAX_PLATFORMS="cpu",

@@ -5,24 +5,10 @@ import os
 import re
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from jaxposter.data import synthetic
-from tests.conftest import run_cli, tiny_overrides
-
-
-@pytest.fixture(scope="module")
-def two_runs(tiny_data_dir, tmp_path_factory):
-  root = tmp_path_factory.mktemp("runs")
-  workdirs = []
-  for seed in (0, 1):
-    w = str(root / f"seed{seed}")
-    run_cli(["--config", "configs/demo.py", "--workdir", w,
-             *tiny_overrides(tiny_data_dir, seed=seed, num_epochs=3,
-                             optimizer__learning_rate=3e-3, tensorboard=True)])
-    workdirs.append(w)
-  return workdirs
+from tests.conftest import run_cli
 
 
 def test_eval_writes_reports_that_agree_with_metrics_json(two_runs):
@@ -131,8 +117,9 @@ def test_eval_and_predict_of_an_ensemble_agree(two_runs, tmp_path):
   for kind in ("global", "per_genre"):
     tuned = np.asarray(result["tuned"][kind]["threshold"])
     for ensemble in (fresh, members):
-      rows, threshold = predict.answer(ensemble, records, [str(i) for i in range(len(test))],
-                                       kind)
+      threshold = predict.threshold_of(ensemble, kind)
+      rows = [predict.answer(p, genres, threshold)
+              for p in predict.ensemble_probs(ensemble, records)]
       np.testing.assert_array_equal(threshold, tuned)
       assert [list(r["probabilities"].values()) for r in rows] == \
           [[round(float(p), 4) for p in row] for row in probs]
@@ -164,7 +151,7 @@ def test_export_serves_predicts_probabilities_without_jaxposter(two_runs, tmp_pa
   gives --mode predict's probabilities for batches of 1 and 7 posters."""
   import subprocess
   import sys
-  from jaxposter import evaluate, predict, restore
+  from jaxposter import predict, restore
   workdir, out = two_runs[0], str(tmp_path / "served")
   run_cli(["--workdir", workdir, "--mode", "export", "--output", out])
   paths = []
@@ -174,7 +161,7 @@ def test_export_serves_predicts_probabilities_without_jaxposter(two_runs, tmp_pa
     Image.fromarray(image).save(paths[-1])
   member = restore.restore(workdir, with_data=False)
   records, kept, _ = predict.load_posters(paths, len(member.exp.genres))
-  expected = evaluate.ensemble_outputs([member], records)[0]
+  expected = predict.ensemble_probs([member], records)
   for batch in (paths[:1], paths):
     proc = subprocess.run([sys.executable, "-c", LOADER, out, *batch], capture_output=True,
                           text=True, check=True, cwd=str(tmp_path),

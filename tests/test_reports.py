@@ -173,7 +173,7 @@ def test_grad_cam_shapes_range_and_genres_differ():
   model = cnn.CustomCNN(num_classes=3, features=(4, 8, 8), hidden=16)
   x = jax.random.normal(jax.random.key(1), (2, 32, 24, 3))
   variables = fake_init(model, x)
-  assert set(variables) == {"params"}  # the perturb hook adds nothing at init
+  assert set(variables) == {"params"}
   maps = [saliency.grad_cam(model, variables, x, k) for k in range(3)]
   for m in maps:
     assert m.shape == (2, 32, 24) and m.dtype == np.float32

@@ -22,6 +22,7 @@ Source = Union[str, os.PathLike, bytes]
 
 MAX_PIXELS = 40_000_000  # default pixel budget: 40 megapixels (a Kaggle poster has 0.05)
 MAX_BYTES = 50 << 20  # default cap on a poster file's size
+RESAMPLE = Image.Resampling.BILINEAR  # every poster resize: at build time and in the pipeline
 _ORIENTATION = 0x0112  # the EXIF Orientation tag
 _KINDS = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "device"),
           (stat.S_ISBLK, "device"), (stat.S_ISSOCK, "socket"))
@@ -156,29 +157,34 @@ def _on_white(img: Image.Image) -> Image.Image:
   return Image.alpha_composite(background, rgba).convert("RGB")
 
 
+def _shrink_to(img: Image.Image, size: tuple[int, int] | None) -> tuple[int, int] | None:
+  """`size` (H, W) when `img` is larger in either dimension; None: it stays as it is."""
+  if size is None or (img.height <= size[0] and img.width <= size[1]):
+    return None
+  return tuple(size)
+
+
 def keeps_bytes(img: Image.Image, size: tuple[int, int] | None = None) -> bool:
   """True when `to_jpeg_bytes(img, size)` returns the source file's bytes unchanged."""
-  if size is not None and tuple(size) != (img.height, img.width):
-    return False
-  return (getattr(img, "_jaxposter_jpeg", None) is not None and img.format == "JPEG"
-          and img.mode == "RGB")
+  return (_shrink_to(img, size) is None and getattr(img, "_jaxposter_jpeg", None) is not None
+          and img.format == "JPEG" and img.mode == "RGB")
 
 
 def to_jpeg_bytes(img: Image.Image, size: tuple[int, int] | None = None,
                   quality: int = 90) -> bytes:
-  """JPEG bytes of `img`, resized to `size` = (height, width) when given.
-
-  An RGB JPEG straight from `load_rgb` with no resize keeps its original bytes.
+  """JPEG bytes of `img`, resized to `size` = (height, width) when it is larger in either
+  dimension; a smaller one is never enlarged (the input pipeline resizes it as it would
+  the original). The filter is the pipeline's, so a stored poster is the pipeline's own
+  first step. An RGB JPEG straight from `load_rgb` left as it is keeps its original bytes.
   """
   if keeps_bytes(img, size):
     return img._jaxposter_jpeg  # pylint: disable=protected-access
-  if size is not None and tuple(size) == (img.height, img.width):
-    size = None
+  size = _shrink_to(img, size)
   if img.mode != "RGB":
     img = img.convert("RGB")
   if size is not None:
     height, width = size
-    img = img.resize((width, height), Image.Resampling.BICUBIC)
+    img = img.resize((width, height), RESAMPLE)
   buf = io.BytesIO()
   img.save(buf, format="JPEG", quality=quality, subsampling=0)  # 4:4:4 keeps colour edges
   return buf.getvalue()

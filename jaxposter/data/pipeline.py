@@ -18,6 +18,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from jaxposter import runtime
+from jaxposter.data import images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,10 +34,28 @@ class Geometry:
   min_area: float = 1.0
   max_aspect: float = 4 / 3
 
+  @classmethod
+  def of(cls, data) -> "Geometry":
+    """The geometry `config.data` asks for."""
+    return cls(data.image_height, data.image_width, data.crop_fraction, data.crop_min_area,
+               data.crop_max_aspect)
+
   @property
   def resized(self) -> tuple[int, int]:
     return (math.ceil(self.height / self.crop_fraction),
             math.ceil(self.width / self.crop_fraction))
+
+  @property
+  def source_size(self) -> tuple[int, int]:
+    """The smallest poster (H, W) read at full resolution: `resized`, or with random resized
+    crops enough that the smallest box (sqrt(min_area / max_aspect) of a side) still holds
+    the output's pixels. Posters stored at this size train as the originals would."""
+    rh, rw = self.resized
+    if self.min_area >= 1:
+      return rh, rw
+    zoom = math.sqrt(self.max_aspect / self.min_area)
+    return (max(rh, math.ceil(self.height * zoom - 1e-9)),
+            max(rw, math.ceil(self.width * zoom - 1e-9)))
 
 
 def open_split(builder: tfds.core.DatasetBuilder, split: str):
@@ -53,10 +72,10 @@ def decode(jpeg: bytes, geom: Geometry, rng: np.random.Generator | None,
     img = img.convert("RGB")
     if rng is not None and geom.min_area < 1:
       box = random_box(rng, img.size, geom)
-      x = np.asarray(img.resize((geom.width, geom.height), Image.BILINEAR, box=box))
+      x = np.asarray(img.resize((geom.width, geom.height), images.RESAMPLE, box=box))
       return np.ascontiguousarray(x[:, ::-1] if random_flip and rng.random() < 0.5 else x)
     if img.size != (rw, rh):
-      img = img.resize((rw, rh), Image.BILINEAR)
+      img = img.resize((rw, rh), images.RESAMPLE)
     x = np.asarray(img)
   dh, dw = rh - geom.height, rw - geom.width
   if rng is None:
@@ -88,10 +107,11 @@ def _owned_positions(num_batches: int, global_batch: int, process_index: int,
   return (batch_starts + process_index * local + np.arange(local)[None, :]).reshape(-1)
 
 
-def reader_threads(num_threads: int) -> int:
-  """`data.num_threads`: -1 = one reader per usable core of this host; 0 = none (the
-  caller's thread reads); else as given."""
-  return runtime.usable_cores() if num_threads < 0 else num_threads
+def reader_threads(num_threads: int, sharing: int = 1) -> int:
+  """`data.num_threads`: -1 = one reader per usable core, the cores split evenly among the
+  `sharing` processes of the run that use them (`parallel.processes_sharing_cores`); 0 = none
+  (the caller's thread reads); else as given."""
+  return max(1, runtime.usable_cores() // sharing) if num_threads < 0 else num_threads
 
 
 def _iterate(ds: grain.MapDataset, num_threads: int, prefetch: int) -> Iterator[Any]:

@@ -3,7 +3,10 @@
 Every model is a Flax Linen module called as ``model.apply(variables, x, train=bool)``
 on NHWC float images and returning float32 logits of shape ``[batch, num_classes]``
 (probabilities are ``sigmoid(logits)``). Dropout draws from the ``'dropout'`` RNG;
-BatchNorm statistics live in the ``'batch_stats'`` collection.
+BatchNorm statistics live in the ``'batch_stats'`` collection. Every model takes the options
+``dtype`` (compute), ``bn_axis_name`` (pmap: BatchNorm over that axis) and ``frozen_bn``
+(running statistics in training too), and computes its final spatial feature map in a
+``feature_map(x, train)`` method called from ``__call__`` (what ``saliency.grad_cam`` explains).
 """
 
 from typing import Any, Callable
@@ -13,7 +16,8 @@ import jax.numpy as jnp
 
 from jaxposter.models import cnn, densenet, resnet
 
-# name -> constructor(num_classes=..., dropout_rate=..., dtype=..., **model kwargs)
+# name -> constructor(num_classes=..., dropout_rate=..., dtype=..., bn_axis_name=...,
+#                     frozen_bn=..., **model kwargs)
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "custom_cnn": cnn.CustomCNN,
     **resnet.MODELS,
@@ -21,13 +25,6 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def accepts(name: str, field: str) -> bool:
-  """Whether the registered model `name` has the constructor field `field`."""
-  ctor = MODELS[name]
-  cls = getattr(ctor, "func", ctor)  # functools.partial -> the module class
-  return field in getattr(cls, "__dataclass_fields__", {})
 
 
 def create_model(name: str, num_classes: int, *, dtype: str = "float32",

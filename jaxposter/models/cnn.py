@@ -1,12 +1,12 @@
 """The reference paper's VGG-style custom CNN, in Flax Linen (NHWC)."""
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxposter.models import cpu_ops
-from jaxposter.models.resnet import batch_norm
+from jaxposter.models import layers
 
 
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
@@ -52,30 +52,33 @@ class CustomCNN(nn.Module):
   batch_norm: bool = False
   convs_per_stage: int = 1
   bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
+  frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    x = self.feature_map(x, train)
+    if self.hidden:
+      x = adaptive_avg_pool(x, (self.pool_size, self.pool_size))
+      x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc0")(x.reshape(x.shape[0], -1)))
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
+    else:
+      x = jnp.mean(x, axis=(1, 2))
+    return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype)
+
+  def feature_map(self, x, train: bool):
+    """The last conv stage's output: the map Grad-CAM explains (`saliency`)."""
+    conv = functools.partial(layers.Conv, use_bias=not self.batch_norm, dtype=self.dtype)
+    norm = layers.batch_norm(train, self.frozen_bn, self.bn_axis_name, self.dtype)
     x = x.astype(self.dtype)
     for i, f in enumerate(self.features):
       for j in range(self.convs_per_stage):
         name = f"conv{i}" if self.convs_per_stage == 1 else f"conv{i}_{j}"
-        x = nn.Conv(f, (3, 3), padding=1, use_bias=not self.batch_norm, dtype=self.dtype,
-                    name=name, conv_general_dilated=cpu_ops.conv_general_dilated)(x)
+        x = conv(f, (3, 3), padding=1, name=name)(x)
         if self.batch_norm:
-          x = batch_norm(train, False, self.bn_axis_name, dtype=self.dtype,
-                         name=name.replace("conv", "bn"))(x)
+          x = norm(name=name.replace("conv", "bn"))(x)
         x = nn.relu(x)
       if i < len(self.features) - 1:
         x = max_pool_2x2(x)
-    x = x if self.is_initializing() else self.perturb("features", x)  # saliency.grad_cam
-    if self.hidden:
-      x = adaptive_avg_pool(x, (self.pool_size, self.pool_size))
-      x = x.reshape(x.shape[0], -1)
-      for i in range(2):
-        x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name=f"fc{i}")(x))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    else:
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(jnp.mean(x, axis=(1, 2)))
-    x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
-    return x.astype(jnp.float32)  # logits; sigmoid is applied in the loss and in predict
+    return x

@@ -13,8 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxposter.models import cpu_ops
-from jaxposter.models.resnet import batch_norm
+from jaxposter.models import cpu_ops, layers
 
 # torchvision: kaiming_normal_ (fan_in, gain sqrt(2)), untruncated.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -27,27 +26,7 @@ def avg_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
   return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
-class _Unit(nn.Module):
-  """Base with the BN / conv factories shared by the layers below."""
-
-  bn_axis_name: Any = None
-  frozen_bn: bool = False
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  def norm(self, name, train):
-    return batch_norm(train, self.frozen_bn, self.bn_axis_name, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name=name)
-
-  def conv(self, features, kernel, name):
-    pad = (kernel - 1) // 2
-    return nn.Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
-                   use_bias=False, kernel_init=conv_init, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name=name,
-                   conv_general_dilated=cpu_ops.conv_general_dilated)
-
-
-class DenseLayer(_Unit):
+class DenseLayer(layers.Unit):
   """concat-BN-ReLU-conv1x1(bn_size*growth)-BN-ReLU-conv3x3(growth); returns the new features.
 
   Takes the block's feature maps so far and concatenates them itself: under
@@ -59,29 +38,29 @@ class DenseLayer(_Unit):
   bn_size: int = 4
 
   @nn.compact
-  def __call__(self, inputs: Sequence[jnp.ndarray], train: bool = False):
+  def __call__(self, inputs: Sequence[jnp.ndarray]):
     x = jnp.concatenate(inputs, axis=-1) if len(inputs) > 1 else inputs[0]
-    y = nn.relu(self.norm("norm1", train)(x))
-    y = self.conv(self.bn_size * self.growth_rate, 1, "conv1")(y)
-    y = nn.relu(self.norm("norm2", train)(y))
-    return self.conv(self.growth_rate, 3, "conv2")(y)
+    y = nn.relu(self.norm(name="norm1")(x))
+    y = self.conv(self.bn_size * self.growth_rate, (1, 1), name="conv1")(y)
+    y = nn.relu(self.norm(name="norm2")(y))
+    return self.conv(self.growth_rate, (3, 3), padding=1, name="conv2")(y)
 
 
 def checkpointed_train_call(layer: DenseLayer, inputs: tuple) -> jnp.ndarray:
-  """``layer(inputs, train=True)`` keeping only ``inputs`` for backprop (gradient checkpointing).
+  """``layer(inputs)`` in training, keeping only ``inputs`` for backprop (gradient checkpointing).
 
   Like ``nn.remat``, but the recomputation is made data-dependent on the incoming
   gradient: XLA:CPU's scheduler hoists ``nn.remat``'s recomputation into the
   forward pass, which keeps every intermediate alive and saves no memory (measured).
   """
-  unbound = layer.clone(parent=None, name=None)  # same fields (incl. BN axis / frozen)
+  unbound = layer.clone(parent=None, name=None)  # same fields (incl. its norm's options)
 
   def forward(mdl, xs):
-    return mdl(xs, True)
+    return mdl(xs)
 
   def forward_with_residuals(mdl, xs):
     stats = mdl.variables["batch_stats"]  # before this call updates them
-    return mdl(xs, True), (mdl.variables["params"], stats, xs)
+    return mdl(xs), (mdl.variables["params"], stats, xs)
 
   def backward(residuals, g):
     params, stats, xs = residuals
@@ -92,8 +71,7 @@ def checkpointed_train_call(layer: DenseLayer, inputs: tuple) -> jnp.ndarray:
     params = jax.tree.map(lambda p: p + zero.astype(p.dtype), params)
 
     def apply(p, xs):  # ``stats`` are the running statistics the forward pass used
-      y, _ = unbound.apply({"params": p, "batch_stats": stats}, xs, True,
-                           mutable=["batch_stats"])
+      y, _ = unbound.apply({"params": p, "batch_stats": stats}, xs, mutable=["batch_stats"])
       return y
 
     params_t, xs_t = jax.vjp(apply, params, xs)[1](g)
@@ -102,15 +80,15 @@ def checkpointed_train_call(layer: DenseLayer, inputs: tuple) -> jnp.ndarray:
   return nn.custom_vjp(forward, forward_with_residuals, backward)(layer, inputs)
 
 
-class Transition(_Unit):
+class Transition(layers.Unit):
   """BN-ReLU-conv1x1-avgpool 2x2/2."""
 
-  features: int = 0
+  features: int
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
-    y = nn.relu(self.norm("norm", train)(x))
-    return avg_pool_2x2(self.conv(self.features, 1, "conv")(y))
+  def __call__(self, x):
+    y = nn.relu(self.norm(name="norm")(x))
+    return avg_pool_2x2(self.conv(self.features, (1, 1), name="conv")(y))
 
 
 class DenseNet(nn.Module):
@@ -131,45 +109,37 @@ class DenseNet(nn.Module):
   bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
   frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    norm = functools.partial(batch_norm, train, self.frozen_bn, self.bn_axis_name, **kw)
-    kw.update(bn_axis_name=self.bn_axis_name, frozen_bn=self.frozen_bn)
+    x = jnp.mean(self.feature_map(x, train), axis=(1, 2))
+    return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype)
+
+  def feature_map(self, x, train: bool):
+    """ReLU(norm5) after the last block: the map Grad-CAM explains (`saliency`)."""
+    conv = functools.partial(layers.Conv, kernel_init=conv_init, dtype=self.dtype)
+    norm = layers.batch_norm(train, self.frozen_bn, self.bn_axis_name, self.dtype)
     checkpoint = self.remat and train and not self.is_initializing()
-    x = x.astype(self.dtype)
-    x = nn.Conv(self.num_init_features, (7, 7), strides=(2, 2),
-                padding=((3, 3), (3, 3)), use_bias=False, kernel_init=conv_init,
-                name="conv0", dtype=self.dtype, param_dtype=self.param_dtype,
-                conv_general_dilated=cpu_ops.conv_general_dilated)(x)
-    x = nn.relu(norm(name="norm0")(x))
-    x = cpu_ops.max_pool_3x3_s2(x)
+    x = conv(self.num_init_features, (7, 7), 2, padding=3, name="conv0")(x.astype(self.dtype))
+    x = cpu_ops.max_pool_3x3_s2(nn.relu(norm(name="norm0")(x)))
     features = self.num_init_features
     for i, n_layers in enumerate(self.block_config):
       block = [x]
       for j in range(n_layers):
-        layer = DenseLayer(growth_rate=self.growth_rate, bn_size=self.bn_size,
-                           name=f"denseblock{i + 1}_denselayer{j + 1}", **kw)
+        layer = DenseLayer(conv, norm, growth_rate=self.growth_rate, bn_size=self.bn_size,
+                           name=f"denseblock{i + 1}_denselayer{j + 1}")
         block.append(checkpointed_train_call(layer, tuple(block)) if checkpoint
-                     else layer(tuple(block), train))
+                     else layer(tuple(block)))
       x = jnp.concatenate(block, axis=-1)
       features += n_layers * self.growth_rate
       if i != len(self.block_config) - 1:
         features //= 2
-        x = Transition(features=features, name=f"transition{i + 1}", **kw)(x, train)
+        x = Transition(conv, norm, features, name=f"transition{i + 1}")(x)
     if 0 in x.shape[1:3]:
       raise ValueError(f"a {self.__class__.__name__} with {len(self.block_config)} blocks pools "
                        "a small input down to nothing: raise data.image_height/image_width "
                        "(at least 32 * 2**(blocks - 1) pixels)")
-    x = nn.relu(norm(name="norm5")(x))
-    x = x if self.is_initializing() else self.perturb("features", x)  # saliency.grad_cam
-    x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, bias_init=nn.initializers.zeros, name="head",
-                 dtype=self.dtype, param_dtype=self.param_dtype)(x)
-    return x.astype(jnp.float32)
+    return nn.relu(norm(name="norm5")(x))
 
 
 DenseNet121 = functools.partial(DenseNet, block_config=(6, 12, 24, 16))

@@ -8,56 +8,36 @@ backbone.
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxposter.models import cpu_ops
+from jaxposter.models import cpu_ops, layers
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), untruncated.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def batch_norm(train: bool, frozen: bool, axis_name, **kwargs) -> nn.BatchNorm:
-  """torch's BatchNorm2d (eps 1e-5, momentum 0.1). `frozen`: running statistics even in
-  training (a frozen backbone); `axis_name`: batch statistics over a pmap axis."""
-  return nn.BatchNorm(use_running_average=not train or frozen, momentum=0.9, epsilon=1e-5,
-                      axis_name=axis_name if train and not frozen else None, **kwargs)
-
-
-class _Block(nn.Module):
-  """Shared fields and layer factories of the two residual blocks."""
+class _Block(layers.Unit):
+  """Fields and the shortcut shared by the two residual blocks."""
 
   planes: int
   strides: int = 1
   base_width: int = 64
   zero_init_residual: bool = False
-  bn_axis_name: Any = None
-  frozen_bn: bool = False
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
 
-  def conv(self, features, kernel, strides=1, name=None):
-    pad = (kernel - 1) // 2
-    return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
-                   padding=((pad, pad), (pad, pad)), use_bias=False,
-                   kernel_init=conv_init, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name=name,
-                   conv_general_dilated=cpu_ops.conv_general_dilated)
+  def last_norm(self, name):
+    """The norm before the residual sum: scale 0 with `zero_init_residual` (torchvision's)."""
+    return self.norm(name=name, scale_init=(nn.initializers.zeros if self.zero_init_residual
+                                            else nn.initializers.ones))
 
-  def norm(self, name, last=False, train=False):
-    scale_init = (nn.initializers.zeros if last and self.zero_init_residual
-                  else nn.initializers.ones)
-    return batch_norm(train, self.frozen_bn, self.bn_axis_name, scale_init=scale_init,
-                      dtype=self.dtype, param_dtype=self.param_dtype, name=name)
-
-  def shortcut(self, x, out_features, train):
+  def shortcut(self, x, out_features):
     """Identity, or torchvision's ``downsample`` (1x1 conv + BN) when shapes change."""
     if self.strides == 1 and x.shape[-1] == out_features:
       return x
-    y = self.conv(out_features, 1, self.strides, name="downsample_0")(x)
-    return self.norm("downsample_1", train=train)(y)
+    y = self.conv(out_features, (1, 1), self.strides, name="downsample_0")(x)
+    return self.norm(name="downsample_1")(y)
 
 
 class BasicBlock(_Block):
@@ -66,12 +46,12 @@ class BasicBlock(_Block):
   expansion = 1
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
-    y = self.conv(self.planes, 3, self.strides, name="conv1")(x)
-    y = nn.relu(self.norm("bn1", train=train)(y))
-    y = self.conv(self.planes, 3, name="conv2")(y)
-    y = self.norm("bn2", last=True, train=train)(y)
-    return nn.relu(y + self.shortcut(x, self.planes, train))
+  def __call__(self, x):
+    y = self.conv(self.planes, (3, 3), self.strides, padding=1, name="conv1")(x)
+    y = nn.relu(self.norm(name="bn1")(y))
+    y = self.conv(self.planes, (3, 3), padding=1, name="conv2")(y)
+    y = self.last_norm("bn2")(y)
+    return nn.relu(y + self.shortcut(x, self.planes))
 
 
 class Bottleneck(_Block):
@@ -80,16 +60,16 @@ class Bottleneck(_Block):
   expansion = 4
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x):
     width = int(self.planes * (self.base_width / 64.0))
     out = self.planes * self.expansion
-    y = self.conv(width, 1, name="conv1")(x)
-    y = nn.relu(self.norm("bn1", train=train)(y))
-    y = self.conv(width, 3, self.strides, name="conv2")(y)
-    y = nn.relu(self.norm("bn2", train=train)(y))
-    y = self.conv(out, 1, name="conv3")(y)
-    y = self.norm("bn3", last=True, train=train)(y)
-    return nn.relu(y + self.shortcut(x, out, train))
+    y = self.conv(width, (1, 1), name="conv1")(x)
+    y = nn.relu(self.norm(name="bn1")(y))
+    y = self.conv(width, (3, 3), self.strides, padding=1, name="conv2")(y)
+    y = nn.relu(self.norm(name="bn2")(y))
+    y = self.conv(out, (1, 1), name="conv3")(y)
+    y = self.last_norm("bn3")(y)
+    return nn.relu(y + self.shortcut(x, out))
 
 
 class ResNet(nn.Module):
@@ -101,7 +81,7 @@ class ResNet(nn.Module):
   """
 
   stage_sizes: Sequence[int]
-  block_cls: Callable[..., nn.Module]
+  block_cls: layers.ModuleDef
   num_classes: int = 1000
   num_filters: int = 64
   width_per_group: int = 64
@@ -110,34 +90,26 @@ class ResNet(nn.Module):
   bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
   frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = x.astype(self.dtype)
-    x = nn.Conv(self.num_filters, (7, 7), strides=(2, 2),
-                padding=((3, 3), (3, 3)), use_bias=False, kernel_init=conv_init,
-                dtype=self.dtype, param_dtype=self.param_dtype, name="conv1",
-                conv_general_dilated=cpu_ops.conv_general_dilated)(x)
-    x = batch_norm(train, self.frozen_bn, self.bn_axis_name, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name="bn1")(x)
-    x = cpu_ops.max_pool_3x3_s2(nn.relu(x))
+    x = jnp.mean(self.feature_map(x, train), axis=(1, 2))
+    return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype)
+
+  def feature_map(self, x, train: bool):
+    """The last stage's output: the map Grad-CAM explains (`saliency`)."""
+    conv = functools.partial(layers.Conv, kernel_init=conv_init, dtype=self.dtype)
+    norm = layers.batch_norm(train, self.frozen_bn, self.bn_axis_name, self.dtype)
+    x = conv(self.num_filters, (7, 7), 2, padding=3, name="conv1")(x.astype(self.dtype))
+    x = cpu_ops.max_pool_3x3_s2(nn.relu(norm(name="bn1")(x)))
     for i, n_blocks in enumerate(self.stage_sizes):
       for j in range(n_blocks):
-        x = self.block_cls(
-            planes=self.num_filters * 2**i,
-            strides=2 if i > 0 and j == 0 else 1,
-            base_width=self.width_per_group,
-            zero_init_residual=self.zero_init_residual,
-            bn_axis_name=self.bn_axis_name, frozen_bn=self.frozen_bn,
-            dtype=self.dtype, param_dtype=self.param_dtype,
-            name=f"layer{i + 1}_{j}")(x, train=train)
-    x = x if self.is_initializing() else self.perturb("features", x)  # saliency.grad_cam
-    x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, dtype=self.dtype,
-                 param_dtype=self.param_dtype, name="head")(x)
-    return x.astype(jnp.float32)
+        x = self.block_cls(conv, norm, planes=self.num_filters * 2**i,
+                           strides=2 if i > 0 and j == 0 else 1,
+                           base_width=self.width_per_group,
+                           zero_init_residual=self.zero_init_residual,
+                           name=f"layer{i + 1}_{j}")(x)
+    return x
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)

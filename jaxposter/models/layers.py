@@ -1,0 +1,44 @@
+"""What the models share: conv and BatchNorm partials, the unit built from them, the head.
+
+As in flax's ResNet example, a model's options (`dtype`, `bn_axis_name`, `frozen_bn`) live
+on the model alone: its `__call__` turns them into `conv` and `norm` partials once and hands
+those to its blocks, which hold no options of their own.
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxposter.models import cpu_ops
+
+ModuleDef = Any
+
+# A conv without bias (BatchNorm follows), through the CPU route for tiny maps; the
+# parameters are those of nn.Conv either way.
+Conv = functools.partial(nn.Conv, use_bias=False, conv_general_dilated=cpu_ops.conv_general_dilated)
+
+
+def batch_norm(train: bool, frozen: bool, axis_name, dtype) -> ModuleDef:
+  """torch's BatchNorm2d (eps 1e-5, momentum 0.1). `frozen`: running statistics even in
+  training (a frozen backbone); `axis_name`: batch statistics over a pmap axis (unused when
+  the running statistics are)."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train or frozen, momentum=0.9,
+                           epsilon=1e-5, axis_name=axis_name, dtype=dtype)
+
+
+class Unit(nn.Module):
+  """A block built from its model's `conv` and `norm` partials."""
+
+  conv: ModuleDef
+  norm: ModuleDef
+
+
+def head(x: jnp.ndarray, num_classes: int, dropout_rate: float, train: bool, dtype) -> jnp.ndarray:
+  """Dropout and the `head` Dense (every model's classifier, `params['head']`): float32 logits.
+
+  Called from a model's compact `__call__`, so its layers are the model's own submodules.
+  """
+  x = nn.Dropout(dropout_rate, deterministic=not train)(x)
+  return nn.Dense(num_classes, dtype=dtype, name="head")(x).astype(jnp.float32)

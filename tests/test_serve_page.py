@@ -1,0 +1,142 @@
+"""`launch.py --mode serve` as a person meets it: started from the command line it answers
+on 127.0.0.1 and stops cleanly on Ctrl-C; in headless Chromium the page shows a poster's
+genres (the top one --mode predict's), its Grad-CAM for the genre picked, why a bad file was
+refused, and takes a poster dropped on it."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+from PIL import Image
+import pytest
+
+from jaxposter.data import synthetic
+from tests.conftest import ROOT, cli_env, run_cli
+from tests.test_images import within
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def server(two_runs):
+  """(process, url) of `launch.py --mode serve` on a free port; killed if still running."""
+  proc = subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "launch.py"), "--workdir", two_runs[0], "--mode",
+       "serve", "--port", "0"], cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+
+  def ready() -> str:
+    for line in proc.stdout:
+      if line.startswith("serving "):
+        return line
+    raise AssertionError(f"--mode serve ended ({proc.wait()}) before serving")
+
+  try:
+    yield proc, re.search(r" at (http://\S+/) ", within(300, ready)).group(1)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
+@pytest.fixture(scope="module")
+def poster(tmp_path_factory) -> str:
+  path = str(tmp_path_factory.mktemp("upload") / "poster.jpg")
+  Image.fromarray(synthetic.make_example(33, 4, 268, 182)[0]).save(path, quality=92)
+  return path
+
+
+def _post(url: str, data: bytes) -> tuple[int, dict]:
+  try:
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=60) as r:
+      return r.status, json.loads(r.read())
+  except urllib.error.HTTPError as e:
+    return e.code, json.loads(e.read())
+
+
+def test_the_command_serves_on_loopback(server, poster):
+  _, url = server
+  assert url.startswith("http://127.0.0.1:")
+  with open(poster, "rb") as f:
+    status, answer = _post(url + "api/predict", f.read())
+  assert status == 200 and set(answer["probabilities"]) == set(synthetic.GENRES)
+  assert _post(url + "api/predict", b"<html>gone</html>") == \
+      (400, {"error": "html", "message": "this is an HTML page, not an image (a saved error "
+                                         "page?)"})
+
+
+def _require_browser():
+  """selenium's webdriver, or a skip that says what is missing (CI has no browser)."""
+  if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    pytest.skip("no browser here: apt-get install chromium chromium-driver")
+  return pytest.importorskip("selenium.webdriver",
+                             reason="the browser driver: pip install -e '.[browser]'")
+
+
+def _chrome():
+  webdriver = _require_browser()
+  options = webdriver.ChromeOptions()
+  options.binary_location = CHROMIUM
+  for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,1000"):
+    options.add_argument(arg)
+  return webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+
+
+DROP = """  // a poster dropped on the drop zone: red above, blue below
+  const c = Object.assign(document.createElement("canvas"), {width: 120, height: 180});
+  const g = c.getContext("2d");
+  g.fillStyle = "#c22"; g.fillRect(0, 0, 120, 90); g.fillStyle = "#22c"; g.fillRect(0, 90, 120, 90);
+  c.toBlob(b => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([b], "dropped.png", {type: "image/png"}));
+    document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: dt}));
+  });
+"""
+
+
+def test_the_page_in_chromium(server, two_runs, poster, tmp_path):
+  _require_browser()  # before importing selenium's parts
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import Select, WebDriverWait
+  out = tmp_path / "predicted.json"
+  run_cli(["--workdir", two_runs[0], "--mode", "predict", "--inputs", poster, "--output",
+           str(out)])
+  probs = json.loads(out.read_text())[0]["probabilities"]
+  bad = tmp_path / "saved_error_page.jpg"
+  bad.write_text("<!doctype html><html><body>404 Not Found</body></html>")
+  driver = _chrome()
+  try:
+    driver.get(server[1])
+    driver.find_element(By.ID, "files").send_keys(f"{poster}\n{bad}")
+    wait = WebDriverWait(driver, 120)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".card .error"))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".card[data-done] .bar"))
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".cam").get_attribute("src"))
+    wait.until(lambda d: d.execute_script(
+        "return [...document.images].every(i => i.complete && i.naturalWidth > 0)"))
+    shown = [b.get_attribute("data-genre") for b in driver.find_elements(By.CSS_SELECTOR, ".bar")]
+    assert shown[0] == max(probs, key=probs.get)
+    assert sorted(shown) == sorted(synthetic.GENRES)
+    assert "HTML page" in driver.find_element(By.CSS_SELECTOR, ".card .error").text
+    cam = driver.find_element(By.CSS_SELECTOR, ".cam").get_attribute("src")
+    Select(driver.find_element(By.CSS_SELECTOR, ".genre")).select_by_value(shown[-1])
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".cam").get_attribute("src") != cam)
+    driver.execute_script(DROP)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card[data-done]")) == 2)
+    screenshot = str(tmp_path / "serve_page.png")
+    driver.save_screenshot(screenshot)
+    print(f"screenshot: {screenshot}")
+  finally:
+    driver.quit()
+
+
+def test_ctrl_c_stops_the_server_cleanly(server):  # last: it stops the module's server
+  proc, _ = server
+  proc.send_signal(signal.SIGINT)
+  assert within(60, proc.wait) == 0
+  assert "Traceback" not in proc.stdout.read()
