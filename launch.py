@@ -118,7 +118,8 @@ def parse_flags(argv):
     sys.exit(f"jaxposter: error: bad --config or --config.* override: {message}")
 
 
-def main(argv):
+def main(argv, hooks=()):
+  """Runs the mode the flags ask for; `hooks` run after every train step (`trainer.Hook`)."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.ERROR)  # Orbax and TFDS narrate every file and option
@@ -130,7 +131,7 @@ def main(argv):
     parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
     jp_main.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.step, FLAGS.csv, FLAGS.posters,
                 FLAGS.inputs, FLAGS.threshold, FLAGS.output, FLAGS.saliency, FLAGS.host,
-                FLAGS.port)
+                FLAGS.port, hooks)
   except UserError as e:
     if os.environ.get("JAXPOSTER_DEBUG"):
       raise

@@ -56,10 +56,13 @@ class TrainLoop:
         "image": rng.integers(0, 256, (batch_size, g.height, g.width, 3), np.uint8),
         "label": (rng.random((batch_size, len(self.exp.genres))) < 0.3).astype(np.uint8)}
     self.key = jax.random.key(0)
+    self.totals = self.exp.steps.zero_metrics(len(self.exp.genres))
 
   def step(self) -> None:
     """numpy batch in, state out: placement, dispatch and the compiled step."""
-    self.state, metrics = self.exp.steps.train(self.state, self.batch, self.key)
+    steps = self.exp.steps
+    self.state, metrics = steps.train(self.state, self.totals, steps.place_batch(self.batch),
+                                      self.key)
     jax.block_until_ready((self.state, metrics))
 
   def step_flops(self) -> float:
@@ -67,7 +70,8 @@ class TrainLoop:
     step (after `step`, jit's cache hands back the executable that ran). Each device's
     program covers its share of the batch, so its count times the device count."""
     steps = self.exp.steps
-    compiled = steps._train.lower(self.state, steps._place_batch(self.batch), self.key).compile()
+    compiled = steps._train.lower(self.state, self.totals, steps.place_batch(self.batch),
+                                  self.key).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per program
     return float(cost["flops"]) * self.exp.mesh.size

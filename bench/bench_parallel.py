@@ -4,24 +4,23 @@
 
 For each mode (`config.parallelism`) and small model, on one fixed random uint8 batch
 (`--batch`, global, split over the 8 devices) of the synthetic data set's shape:
-  - step ms: `exp.steps.train` from a numpy batch, as training calls it: batch placement
-    (`exp.steps._place_batch`, and for pmap the copy inside the call), dispatch, the compiled
-    step, pmap's metrics unstacking; `block_until_ready` on the new state and metrics.
-  - compiled ms: `exp.steps._train` on the same batch already on the devices: the compiled
+  - step ms: `exp.steps.place_batch` of the numpy batch, then `exp.steps.train` (dispatch and
+    the compiled step, metrics added to running totals on the devices); `block_until_ready`
+    on the new state and totals. Training itself places each batch ahead of its step
+    (`Steps.prefetch`), so there the placement overlaps the previous step.
+  - compiled ms: `exp.steps.train` on the same batch already on the devices: the compiled
     step and its (minimal) dispatch.
-  - placement ms: the batch alone onto the devices, as `_train` takes it.
-  - outside %: (step - compiled) / step, the host-side share of a step. Training does not
-    block after each step, so there host work overlaps the previous step: an upper bound.
+  - placement ms: `exp.steps.place_batch` alone (pmap: the batch as [devices, per-device, ...]).
+  - outside %: (step - compiled) / step, the host-side share of a step: an upper bound, since
+    training blocks only one step behind and prefetches its batches.
 Medians of `--steps` steps after two warm-up calls (under pmap the state placed by
 `Steps.place_state` has another sharding than the step's output, so the second call compiles
 the step again), every variant of every mode interleaved so their ratios share the load.
 8 devices on 2 cores test the code paths and the host overhead, not multi-device speed.
 
-Recorded 2026-11-24 (2 cores, load average ~10): step / compiled ms (outside %) 527 / 552 (-5)
-jit demo, 163 / 157 (3) jit resnet18 w8, 600 / 581 (3) pmap demo, 163 / 135 (17) pmap
-resnet18 w8; over three runs outside % ranged -5..4, 0..14, 3..11, 14..17. Placement is 1-2 ms;
-the rest of the gap is noise, except under pmap `Steps.train` slicing each psum-ed metric
-(`x[0]`): 10-15 ms a step.
+Recorded 2026-11-25 (2 cores, load average 2-5, one run): step / compiled ms (outside %)
+324 / 336 (-4) jit demo, 116 / 104 (10) jit resnet18 w8, 333 / 347 (-4) pmap demo,
+122 / 106 (13) pmap resnet18 w8; placement 1.4-2.1 ms. Beyond placement, the gap is noise.
 """
 
 import os
@@ -31,11 +30,11 @@ os.environ["XLA_FLAGS"] = " ".join(
 
 # pylint: disable=wrong-import-position
 import argparse
+import tempfile
 
 import jax
 
 import _common
-from jaxposter import parallel
 
 MODELS = {  # name in the table -> (config file, overrides)
     "custom_cnn demo": ("demo", {}),
@@ -46,23 +45,24 @@ MODELS = {  # name in the table -> (config file, overrides)
 
 def timed_calls(loop: _common.TrainLoop) -> dict:
   """The three calls whose medians make a row; the state is carried through all of them."""
-  steps, sharding = loop.exp.steps, parallel.batch_sharded(loop.exp.mesh)
+  steps = loop.exp.steps
 
-  def place():  # pmap's _place_batch only reshapes: put [devices, per-device, ...] on them
-    return jax.block_until_ready(jax.device_put(steps._place_batch(loop.batch), sharding))
+  def place():
+    return jax.block_until_ready(steps.place_batch(loop.batch))
 
   placed = place()
 
   def compiled():
-    loop.state, metrics = steps._train(loop.state, placed, loop.key)
-    jax.block_until_ready((loop.state, metrics))
+    loop.state, totals = steps.train(loop.state, loop.totals, placed, loop.key)
+    jax.block_until_ready((loop.state, totals))
 
   return {"step": loop.step, "compiled": compiled, "placement": place}
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data_dir", default="/tmp/tfds_bench_parallel")
+  parser.add_argument("--data_dir",
+                      default=os.path.join(tempfile.gettempdir(), "tfds_bench_parallel"))
   parser.add_argument("--size", default="96x64", help="HxW of the input")
   parser.add_argument("--batch", type=int, default=64, help="global batch")
   parser.add_argument("--steps", type=int, default=30, help="timed steps (median)")

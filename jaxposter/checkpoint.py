@@ -161,21 +161,20 @@ class Checkpoints:
       raise DamagedCheckpoint(_why(e)) from e
 
   def restore(self, step: int, target: Any, with_optimizer: bool = True) -> Any:
-    """Restores the state into the structure, shapes and shardings of `target`; without the
-    optimizer (eval, predict), `target`'s own optimizer state is kept and none is read."""
+    """Restores the state into the structure, shapes and shardings of `target`: a state, or
+    an abstract one (`jax.ShapeDtypeStruct` leaves, from `jax.eval_shape`). Without the
+    optimizer (eval, predict) none is read, and the state holds none (`opt_state` None)."""
     try:
       if not os.path.isdir(os.path.join(self.directory, str(step), "opt_state")):
         # Saved before the optimizer state was kept apart: one item, read whole.
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target)))
-        return restored["state"] if with_optimizer else \
-            restored["state"].replace(opt_state=target.opt_state)
+        state = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))["state"]
+        return state if with_optimizer else state.replace(opt_state=None)
       items = {"state": ocp.args.StandardRestore(target.replace(opt_state=None))}
       if with_optimizer:
         items["opt_state"] = ocp.args.StandardRestore(target.opt_state)
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-      return restored["state"].replace(
-          opt_state=restored["opt_state"] if with_optimizer else target.opt_state)
+      return restored["state"].replace(opt_state=restored.get("opt_state"))
     except Exception as e:  # as in restore_meta
       raise DamagedCheckpoint(_why(e)) from e
 

@@ -105,13 +105,23 @@ class Experiment:
   model: Any
   geom: pipeline.Geometry
   reader_threads: int  # this process's input pipeline threads (`pipeline.reader_threads`)
-  steps: train.Steps
+  steps: parallel.Steps
   checkpoints: checkpoint.Checkpoints
   _sources: dict = dataclasses.field(default_factory=dict)
 
   def source(self, split: str):
-    """The split's random-access source, opened once and reused every epoch."""
-    if self.data is None or split not in self.data.info.splits:
+    """The split's random-access source, opened once and reused every epoch. An experiment
+    set up from a checkpoint's genres prepares its data set here, on first use."""
+    if self.data is None:
+      try:
+        data = _prepare_once(self.config.data)
+      except (ValueError, FileNotFoundError) as e:
+        raise UserError(f"reading the {split} split: {e}") from e
+      if builder_lib.vocabulary(data) != self.genres:
+        raise UserError(f"the data set of {self.workdir}'s config has the genres "
+                        f"{builder_lib.vocabulary(data)}, its checkpoint {self.genres}")
+      self.data = data
+    if split not in self.data.info.splits:
       raise UserError(f"the data set has no {split!r} split")
     if split not in self._sources:
       self._sources[split] = pipeline.open_split(self.data, split)
@@ -120,13 +130,14 @@ class Experiment:
   def num_examples(self, split: str) -> int:
     return _num_examples(self.data, split)
 
-  def new_state(self, steps_per_epoch: int) -> train.TrainState:
-    """A freshly initialised state: the template every restore fills in."""
+  def new_state(self, steps_per_epoch: int, abstract: bool = False) -> train.TrainState:
+    """A freshly initialised state; `abstract`: its shapes only, the target of a restore."""
     tx = train.make_optimizer(self.config, steps_per_epoch)
     shape = (self.geom.height, self.geom.width, 3)
     try:
       return train.create_state(self.model, tx, shape, self.config.seed,
-                                parallel.replicated(self.mesh), ema=self.config.ema_decay > 0)
+                                parallel.replicated(self.mesh), ema=self.config.ema_decay > 0,
+                                abstract=abstract)
     except (TypeError, ValueError) as e:  # found while tracing: a model that cannot take this
       # input, or model.kwargs of the wrong kind (--config.model.kwargs.features=abc)
       first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -154,7 +165,7 @@ class Experiment:
                          batch_stats=jax.device_put(variables.get("batch_stats"), repl))
 
   def steps_per_epoch(self) -> int:
-    return max(1, self.num_examples("train") // self.config.batch_size)
+    return pipeline.steps_per_epoch(self.num_examples("train"), self.config.batch_size)
 
 
 def _prepare_once(data_config):
@@ -210,9 +221,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
     raise UserError(f"the training split has {n_train} examples, fewer than one batch "
                     f"(config.batch_size={config.batch_size})")
   d = config.data
-  steps = train.Steps(mesh, d.normalization, config.parallelism,
-                      losses.make(config.loss, _pos_weight(config, data)),
-                      augment.options(config), config.ema_decay, config.tta_flip)
+  steps = parallel.Steps(mesh, d.normalization, config.parallelism,
+                         losses.make(config.loss, _pos_weight(config, data)),
+                         augment.options(config), config.ema_decay, config.tta_flip)
   ckpt = checkpoints or checkpoint.Checkpoints(
       os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
       keep_best=config.checkpoint.keep_best, read_only=read_only,

@@ -2,6 +2,7 @@
 restored checkpoint or an ensemble of them (jaxposter.restore)."""
 
 import os
+from typing import Sequence
 
 import ml_collections
 import numpy as np
@@ -9,8 +10,8 @@ import numpy as np
 from jaxposter import evaluate, report, thresholds
 from jaxposter.data import pipeline
 from jaxposter.errors import UserError
-from jaxposter.restore import Member, restore, restore_all
-from jaxposter.trainer import train_and_evaluate
+from jaxposter.restore import restore, restore_all
+from jaxposter.trainer import Hook, train_and_evaluate
 
 MODES = ("train", "eval", "predict", "export", "serve")
 
@@ -18,8 +19,9 @@ MODES = ("train", "eval", "predict", "export", "serve")
 def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mode: str = "train",
         step: int | None = None, csv: str = "", posters: str = "", inputs: list[str] = (),
         threshold: str = "", output: str = "", saliency: str = "", host: str = "127.0.0.1",
-        port: int = 8000):
-  """One mode of a run. eval, predict and serve take several workdirs: an ensemble."""
+        port: int = 8000, hooks: Sequence[Hook] = ()):
+  """One mode of a run. eval, predict and serve take several workdirs: an ensemble.
+  `hooks`: run after every train step (`trainer.Hook`)."""
   workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
   if mode not in MODES:
     raise UserError(f"unknown mode {mode!r}; choose one of {MODES}")
@@ -30,7 +32,7 @@ def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mod
       raise UserError("training needs --config (e.g. --config configs/demo.py)")
     if len(workdirs) != 1:
       raise UserError("training writes to exactly one --workdir")
-    return train_and_evaluate(config, workdirs[0])
+    return train_and_evaluate(config, workdirs[0], hooks)
   if mode == "eval":
     return evaluate_checkpoint(config, workdirs, step, csv, posters)
   if mode == "export":
@@ -63,13 +65,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdirs: list
     source, where = _folder_source(first.exp, csv, posters), f"{csv} + {posters}"
   else:
     source, where = first.exp.source("test"), "the test split"
-  if len(members) == 1:
-    out = evaluate.predict_source(first.exp, first.state, source)
-    tuned = first.meta.get("thresholds")
-    title = f"checkpoint at step {first.step} (epoch {first.meta['epoch']})"
-  else:
-    out, tuned = _ensemble_outputs(members, source, tune_on_validation=not csv)
-    title = f"ensemble of {len(members)}: " + ", ".join(m.workdir for m in members)
+  out = evaluate.ensemble_outputs(members, source)
+  tuned = evaluate.ensemble_thresholds(members)
+  title = (f"checkpoint at step {first.step} (epoch {first.meta['epoch']})" if len(members) == 1
+           else f"ensemble of {len(members)}: " + ", ".join(m.workdir for m in members))
   result = evaluate.score(*out, first.exp.genres, tuned)
   if report.is_chief():
     print(report.table(result, f"Metrics on {where}, {title}"), flush=True)
@@ -79,26 +78,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdirs: list
     if len(members) == 1 and not csv:
       images = np.stack([pipeline.decode(source[i]["image"], first.exp.geom, None)
                          for i in range(min(16, len(source)))])
-      threshold = thresholds.select(tuned, first.exp.config.threshold) if tuned else 0.5
+      threshold = thresholds.select(tuned, first.exp.config.threshold)
       written = report.write_eval_reports(first.workdir, result, out[0], out[1], images,
                                           first.exp.genres, f"jaxposter: {title}", threshold)
       print(f"wrote {', '.join(written)} in {first.workdir}", flush=True)
   return result
-
-
-def _ensemble_outputs(members: list[Member], source, tune_on_validation: bool):
-  """Mean probabilities; thresholds tuned on the ensemble's own validation probabilities."""
-  outs = [evaluate.predict_source(m.exp, m.state, source) for m in members]
-  for m, out in zip(members[1:], outs[1:]):
-    if not np.array_equal(out[1], outs[0][1]):
-      raise UserError(f"{m.workdir} was tested on other posters than {members[0].workdir}: "
-                      "an ensemble needs the same data set")
-  probs = np.mean([o[0] for o in outs], axis=0)
-  tuned = None
-  if tune_on_validation:
-    val = [evaluate.predict_source(m.exp, m.state, m.exp.source("validation")) for m in members]
-    tuned = thresholds.tune(np.mean([v[0] for v in val], axis=0), val[0][1])
-  return (probs, outs[0][1], np.mean([o[2] for o in outs], axis=0)), tuned
 
 
 def _threshold_kind(value: str) -> str | float:

@@ -1,7 +1,7 @@
 """Genres for new posters, from one workdir's best checkpoint or an ensemble of several.
 
-An ensemble averages the members' probabilities; its thresholds are the mean of the
-members' validation-tuned thresholds.
+Scored by eval's rule (`evaluate.ensemble_outputs`, `evaluate.ensemble_thresholds`): the
+members' mean probability, thresholds tuned on the ensemble's own validation probabilities.
 """
 
 import csv
@@ -60,13 +60,13 @@ def max_pixels_of(exp) -> int:
 
 def ensemble_probs(members, source) -> np.ndarray:
   """Mean probability over members, each through its own input size and normalisation."""
-  return np.mean([evaluate.predict_source(m.exp, m.state, source)[0] for m in members], axis=0)
+  return evaluate.ensemble_outputs(members, source)[0]
 
 
 def threshold_of(members, kind) -> float | np.ndarray:
-  return np.mean([thresholds.select(m.meta.get("thresholds") or {"fixed": 0.5, "global": 0.5,
-                                                                 "per_genre": 0.5}, kind)
-                  for m in members], axis=0)
+  """The threshold(s) of `kind`; tuned ones by the ensemble rule, only when asked for."""
+  tuned = evaluate.ensemble_thresholds(members) if kind in ("global", "per_genre") else {}
+  return thresholds.select({"fixed": 0.5, **tuned}, kind)
 
 
 def run(members, inputs: list[str], kind, output: str = "") -> list[dict]:

@@ -14,8 +14,11 @@ from jaxposter.saved_config import load as load_workdir_config
 
 
 def load_state(exp, step: int, meta: dict, steps_per_epoch: int, with_optimizer: bool = True):
+  """A checkpoint's state, restored into the abstract shapes of the config's model: no
+  initialisation is run (nor compiled) only to be overwritten."""
   check_compatible(meta, exp.config, exp.genres, exp.workdir)
-  return exp.checkpoints.restore(step, exp.new_state(steps_per_epoch), with_optimizer)
+  return exp.checkpoints.restore(step, exp.new_state(steps_per_epoch, abstract=True),
+                                 with_optimizer)
 
 
 def first_intact(ckpts: checkpoint.Checkpoints, steps: list[int],

@@ -1,8 +1,7 @@
 """TrainState, the optimizer, and the pure train / eval steps.
 
-Steps are pure functions of (state, batch, key); `compile_steps` wraps them with `jax.jit`
-over a data-parallel mesh (batch split on the `data` axis, state replicated, the old state's
-buffers donated to the new one). Under sharded `jit`, BatchNorm sees the global batch.
+Steps are pure functions of (state, batch, key); `parallel.Steps` compiles them for a
+parallelism mode (`jax.jit` over a data-parallel mesh, or `jax.pmap`).
 """
 
 import functools
@@ -15,9 +14,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxposter import augment, losses, parallel
+from jaxposter import augment, losses
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -113,8 +111,11 @@ def make_optimizer(config: ml_collections.ConfigDict,
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple,
-                 seed: int, sharding: jax.sharding.Sharding, ema: bool = False) -> TrainState:
-  """Initialises parameters (from `seed`) directly into replicated device buffers.
+                 seed: int, sharding: jax.sharding.Sharding, ema: bool = False,
+                 abstract: bool = False) -> TrainState:
+  """Initialises parameters (from `seed`) directly into replicated device buffers; with
+  `abstract`, only their shapes, dtypes and shardings (`jax.eval_shape`: nothing is
+  compiled or run), the target a checkpoint restores into.
 
   The init key is an `rbg` key: XLA:CPU compiles a model's init 3-6x faster than with
   threefry (the same values for a seed on a given platform; dropout keeps threefry).
@@ -129,7 +130,8 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, image_shape
       state = state.replace(ema_params=state.params, ema_batch_stats=state.batch_stats)
     return state
 
-  return jax.jit(init, out_shardings=sharding)()
+  init = jax.jit(init, out_shardings=sharding)
+  return jax.eval_shape(init) if abstract else init()
 
 
 def _train_apply(state: TrainState, params, images, rngs):
@@ -178,14 +180,19 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization:
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if ema_decay:
     new_state = update_ema(new_state, ema_decay)
-  pred = logits >= 0.0  # sigmoid(logits) >= 0.5
-  pos = labels >= 0.5
-  metrics = {"loss_sum": loss * labels.shape[0], "count": jnp.float32(labels.shape[0]),
-             "tp": (pred & pos).sum(0), "pred": pred.sum(0), "pos": pos.sum(0),
-             "nonfinite": (~jnp.isfinite(loss)).astype(jnp.int32)}
+  metrics = batch_metrics(loss, logits, labels)
   if axis_name:
     metrics = jax.lax.psum(metrics, axis_name)
   return new_state, metrics
+
+
+def batch_metrics(loss: jax.Array, logits: jax.Array, labels: jax.Array) -> dict:
+  """What a train step reports: sums over the batch, so steps add up to an epoch's."""
+  pred = logits >= 0.0  # sigmoid(logits) >= 0.5
+  pos = labels >= 0.5
+  return {"loss_sum": loss * labels.shape[0], "count": jnp.float32(labels.shape[0]),
+          "tp": (pred & pos).sum(0), "pred": pred.sum(0), "pos": pos.sum(0),
+          "nonfinite": (~jnp.isfinite(loss)).astype(jnp.int32)}
 
 
 def eval_step(state: TrainState, batch: dict, *, normalization: str,
@@ -215,83 +222,9 @@ def predict_logits(state: TrainState, images: jax.Array) -> jax.Array:
 PMAP_AXIS = "batch"
 
 
-class Steps:
-  """The compiled steps of one parallelism mode, and how data enters and leaves them.
-
-  Both modes run the same `train_step` / `eval_step` and keep the state in checkpoints as
-  one replicated copy, so a checkpoint moves freely between modes and device counts.
-  jit: one program over a `Mesh`, the batch a global array split on the `data` axis.
-  pmap: one program per local device, the batch reshaped to [devices, per-device, ...].
-  """
-
-  def __init__(self, mesh: jax.sharding.Mesh, normalization: str, parallelism: str,
-               loss_fn: Callable = losses.bce, augment_options: dict | None = None,
-               ema_decay: float = 0.0, tta_flip: bool = False):
-    self.mesh, self.parallelism = mesh, parallelism
-    repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    step = functools.partial(train_step, normalization=normalization, loss_fn=loss_fn,
-                             augment_options=augment_options, ema_decay=ema_decay)
-    evaluate = functools.partial(eval_step, normalization=normalization, tta_flip=tta_flip)
-    if parallelism == "jit":
-      self._train = jax.jit(step,
-                            in_shardings=(repl, data, repl), out_shardings=(repl, repl),
-                            donate_argnums=(0,))
-      self._eval = jax.jit(evaluate, in_shardings=(repl, data), out_shardings=data)
-    elif parallelism == "pmap":
-      # Metrics are psum-ed, the same on every device: out_axes None returns one copy.
-      self._train = jax.pmap(functools.partial(step, axis_name=PMAP_AXIS),
-                             axis_name=PMAP_AXIS, in_axes=(0, 0, None), out_axes=(0, None),
-                             donate_argnums=(0,))
-      self._eval = jax.pmap(evaluate, axis_name=PMAP_AXIS)
-    else:
-      raise ValueError(f"unknown parallelism {parallelism!r}; choose 'jit' or 'pmap'")
-
-  def place_state(self, state: TrainState) -> TrainState:
-    """A single replicated copy (as created or restored) -> this mode's device layout."""
-    if self.parallelism == "pmap":  # one copy per local device, laid out as pmap returns it
-      devices = jax.local_devices()
-      sharding = NamedSharding(Mesh(np.asarray(devices), (PMAP_AXIS,)), P(PMAP_AXIS))
-      return jax.device_put(
-          jax.tree.map(lambda x: np.broadcast_to(x, (len(devices), *x.shape)),
-                       jax.device_get(state)), sharding)
-    return state
-
-  def unplace_state(self, state: TrainState) -> TrainState:
-    """This mode's device layout -> one replicated copy (what checkpoints hold)."""
-    if self.parallelism == "pmap":
-      repl = parallel.replicated(self.mesh)
-      return jax.tree.map(
-          lambda x: parallel.replicate_host(np.asarray(x.addressable_shards[0].data[0]), repl),
-          state)
-    return state
-
-  def _place_batch(self, batch: dict[str, np.ndarray]):
-    if self.parallelism == "pmap":
-      n = jax.local_device_count()
-      return {k: v.reshape(n, v.shape[0] // n, *v.shape[1:]) for k, v in batch.items()}
-    return parallel.to_global(batch, parallel.batch_sharded(self.mesh))
-
-  def train(self, state: TrainState, batch: dict[str, np.ndarray], key: jax.Array):
-    return self._train(state, self._place_batch(batch), key)
-
-  def eval(self, state: TrainState, batch: dict[str, np.ndarray]) -> dict:
-    """Outputs of a batch; fetch with `outputs_to_host`, in global batch order."""
-    return self._eval(state, self._place_batch(batch))
-
-  def outputs_to_host(self, outputs: dict) -> dict[str, np.ndarray]:
-    if self.parallelism == "pmap":
-      local = {k: np.asarray(v).reshape(-1, *v.shape[2:]) for k, v in outputs.items()}
-      return {k: parallel.gather(v) for k, v in local.items()}
-    return {k: parallel.gather(v) for k, v in outputs.items()}
-
-
-def sum_metrics(total: dict | None, new: dict) -> dict:
-  return new if total is None else jax.tree.map(jnp.add, total, new)
-
-
-def summarize_train(total: dict) -> dict[str, float]:
+def summarize_train(totals: dict[str, np.ndarray]) -> dict[str, float]:
+  """An epoch's train metrics from its summed `batch_metrics` (fetched to the host)."""
   from jaxposter import metrics as metrics_lib
-  host = jax.tree.map(np.asarray, total)
-  out = metrics_lib.from_counts(host["tp"], host["pred"], host["pos"])
-  out["loss"] = float(host["loss_sum"] / max(host["count"], 1))
+  out = metrics_lib.from_counts(totals["tp"], totals["pred"], totals["pos"])
+  out["loss"] = float(totals["loss_sum"] / max(totals["count"], 1))
   return out

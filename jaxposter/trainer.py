@@ -1,12 +1,14 @@
-"""Training: the epoch loop with resume, its log (metrics.jsonl) and checkpoints."""
+"""Training: each epoch's steps, then its end (validation, thresholds, the log record in
+metrics.jsonl, the checkpoint); resuming from the newest intact checkpoint; step hooks."""
 
 import json
 import os
-import signal
 import time
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
+import numpy as np
 from tqdm import tqdm
 
 from jaxposter import checkpoint, evaluate, report, runtime, thresholds, train
@@ -17,13 +19,13 @@ from jaxposter.restore import best_line, first_intact, load_state
 from jaxposter.saved_config import CONFIG_FILE
 
 LOG_FILE = "metrics.jsonl"
-# Tests set these to kill a run with SIGKILL at an exact step (optionally once the last
-# checkpoint is on disk), to show resuming is exact; timing a kill from outside is flaky.
-_SIGKILL_AT_STEP = int(os.environ.get("JAXPOSTER_SIGKILL_AT_STEP", "-1"))
-_SIGKILL_AFTER_SAVE = os.environ.get("JAXPOSTER_SIGKILL_AFTER_SAVE") == "1"
+# A hook runs after every train step as hook(step, exp) (like flax's periodic actions):
+# tests install one to kill a run at an exact step; production installs none.
+Hook = Callable[[int, Any], None]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       hooks: Sequence[Hook] = ()) -> dict:
   exp = setup(config, workdir)
   log_path = os.path.join(workdir, LOG_FILE)
   steps_per_epoch = exp.steps_per_epoch()
@@ -50,76 +52,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"{exp.num_examples('train')} training posters, {steps_per_epoch} steps per epoch; "
         f"genres: {', '.join(exp.genres)}", flush=True)
 
-  key = jax.random.key(config.seed)
-  step = int(state.step)
-  state = exp.steps.place_state(state)
-  val = test = None
-  last_tuned = meta.get("thresholds") if latest is not None else None
+  step, state = int(state.step), exp.steps.place_state(state)
+  tuned = meta.get("thresholds") if latest is not None else None
+  test = None
   for epoch in range(step // steps_per_epoch + 1, config.num_epochs + 1):
-    offset = step - (epoch - 1) * steps_per_epoch
-    batches = pipeline.train_batches(
-        exp.source("train"), geom=exp.geom, global_batch=config.batch_size, seed=config.seed,
-        epoch=epoch, start_step=offset, random_flip=config.data.random_flip,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        num_threads=exp.reader_threads, prefetch=config.data.prefetch)
-    bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch}/{config.num_epochs}",
-               disable=not (config.progress_bar and report.is_chief()), leave=False)
-    total, seen, start, in_flight, waited = None, 0, time.perf_counter(), None, 0.0
-    while True:
-      ready = time.perf_counter()
-      batch = next(batches, None)  # the time spent here is the input pipeline's
-      waited += time.perf_counter() - ready
-      if batch is None:
-        break
-      state, m = exp.steps.train(state, batch, key)
-      total = train.sum_metrics(total, m)
-      if in_flight is not None:  # one step queued ahead: the bar counts finished steps
-        jax.block_until_ready(in_flight)
-      in_flight = m
-      step, seen = step + 1, seen + config.batch_size
-      bar.update()
-      every = config.checkpoint.every_steps
-      if every and step % every == 0 and step % steps_per_epoch:  # mid-epoch: no metrics
-        exp.checkpoints.save(step, exp.steps.unplace_state(state),
-                             _meta(exp, epoch - 1, None, None, last_tuned), None)
-      if step == _SIGKILL_AT_STEP:  # fault injection: die the hard way, mid-epoch
-        exp.checkpoints.wait() if _SIGKILL_AFTER_SAVE else None
-        os.kill(os.getpid(), signal.SIGKILL)
-      if step % config.log_every_steps == 0:
-        _check_finite(total, step, epoch, config)
-        loss = float(m["loss_sum"] / m["count"])
-        rate = seen / (time.perf_counter() - start)
-        wait = waited / (time.perf_counter() - start)
-        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}", input_wait=f"{wait:.0%}")
-        if bar.disable and report.is_chief():  # no bar (a log file): a line instead
-          print(f"  step {step} (epoch {epoch}, {step - (epoch - 1) * steps_per_epoch}/"
-                f"{steps_per_epoch}): loss {loss:.4f}, {rate:.1f} images/s, waiting for "
-                f"input {wait:.0%} of the time", flush=True)
-    bar.close()
-    _check_finite(total, step, epoch, config)
-    train_m = train.summarize_train(total)
-    train_m["seconds"] = time.perf_counter() - start
-    train_m["images_per_s"] = seen / train_m["seconds"]
-    train_m["input_wait_share"] = waited / train_m["seconds"]
-    if train_m["input_wait_share"] > INPUT_BOUND and report.is_chief():
-      print(_input_advice(train_m["input_wait_share"], epoch, exp.reader_threads), flush=True)
-    val_out = evaluate.predict_source(exp, state, exp.source("validation"))
-    tuned = thresholds.tune(*val_out[:2])  # on validation only; the test split never tunes
-    last_tuned = tuned
-    val = evaluate.score(*val_out, exp.genres, tuned)
-    test = (evaluate.evaluate_split(exp, state, "test", tuned)
-            if config.test_every_epoch or epoch == config.num_epochs else None)
-    # The log first: a kill before the save leaves it an epoch ahead of the checkpoints (set
-    # aside on resume), never an epoch short.
-    record = {"epoch": epoch, "step": step, "train": train_m, "validation": val, "test": test}
-    report.append_jsonl(log_path, record)
-    exp.checkpoints.save(step, exp.steps.unplace_state(state),
-                         _meta(exp, epoch, val, test, tuned), checkpoint.checkpoint_metrics(val))
-    if config.tensorboard and report.is_chief():
-      from jaxposter import tensorboard
-      tensorboard.write_epoch(os.path.join(workdir, "tensorboard"), record)
-    if report.is_chief():
-      print(report.epoch_line(epoch, config.num_epochs, train_m, val, test), flush=True)
+    state, step, train_m = _train_epoch(exp, state, step, epoch, tuned, hooks)
+    tuned, test = _end_of_epoch(exp, state, step, epoch, train_m, log_path)
   exp.checkpoints.wait()
   if test is None:
     print(f"{workdir} already holds a run of {config.num_epochs} epochs; nothing to train. "
@@ -133,6 +71,71 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       print(f"Best {best}; evaluate it with: "
             f"python launch.py --workdir {workdir} --mode eval", flush=True)
   return test
+
+
+def _train_epoch(exp, state, step: int, epoch: int, tuned: dict | None, hooks: Sequence[Hook]):
+  """The epoch's steps from `step` on (all of them, unless resuming mid-epoch): the state and
+  step after them, and their train metrics. Batches are placed on the devices ahead of their
+  step, metrics summed on the devices and fetched only at log steps (a NaN/inf loss stops
+  there); `tuned`: the thresholds a mid-epoch checkpoint records."""
+  config, steps_per_epoch = exp.config, exp.steps_per_epoch()
+  offset = step - (epoch - 1) * steps_per_epoch
+  batches = exp.steps.prefetch(pipeline.train_batches(
+      exp.source("train"), geom=exp.geom, global_batch=config.batch_size, seed=config.seed,
+      epoch=epoch, start_step=offset, random_flip=config.data.random_flip,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_threads=exp.reader_threads, prefetch=config.data.prefetch))
+  bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch}/{config.num_epochs}",
+             disable=not (config.progress_bar and report.is_chief()), leave=False)
+  key = jax.random.key(config.seed)
+  totals = exp.steps.zero_metrics(len(exp.genres))
+  progress = _Progress(bar, step, epoch, steps_per_epoch, config.batch_size)
+  in_flight = None
+  while True:
+    batch = progress.timed(next, batches, None)  # the time spent here is the input pipeline's
+    if batch is None:
+      break
+    state, totals = exp.steps.train(state, totals, batch, key)
+    if in_flight is not None:  # one step queued ahead: the bar counts finished steps
+      jax.block_until_ready(in_flight)
+    in_flight, step = totals, step + 1
+    bar.update()
+    every = config.checkpoint.every_steps
+    if every and step % every == 0 and step % steps_per_epoch:  # mid-epoch: no metrics
+      exp.checkpoints.save(step, exp.steps.unplace_state(state),
+                           _meta(exp, epoch - 1, None, None, tuned), None)
+    for hook in hooks:
+      hook(step, exp)
+    if step % config.log_every_steps == 0:
+      progress.log(step, _fetch_finite(totals, step, epoch, config))
+  bar.close()
+  train_m = progress.summary(_fetch_finite(totals, step, epoch, config), step)
+  if train_m["input_wait_share"] > INPUT_BOUND and report.is_chief():
+    print(_input_advice(train_m["input_wait_share"], epoch, exp.reader_threads), flush=True)
+  return state, step, train_m
+
+
+def _end_of_epoch(exp, state, step: int, epoch: int, train_m: dict, log_path: str):
+  """Validation, thresholds tuned on it, the test split (the last epoch, or every one with
+  `test_every_epoch`), the log record, the checkpoint. Returns the thresholds and test."""
+  config = exp.config
+  val_out = evaluate.predict_source(exp, state, exp.source("validation"))
+  tuned = thresholds.tune(*val_out[:2])  # on validation only; the test split never tunes
+  val = evaluate.score(*val_out, exp.genres, tuned)
+  test = (evaluate.evaluate_split(exp, state, "test", tuned)
+          if config.test_every_epoch or epoch == config.num_epochs else None)
+  # The log first: a kill before the save leaves it an epoch ahead of the checkpoints (set
+  # aside on resume), never an epoch short.
+  record = {"epoch": epoch, "step": step, "train": train_m, "validation": val, "test": test}
+  report.append_jsonl(log_path, record)
+  exp.checkpoints.save(step, exp.steps.unplace_state(state),
+                       _meta(exp, epoch, val, test, tuned), checkpoint.checkpoint_metrics(val))
+  if config.tensorboard and report.is_chief():
+    from jaxposter import tensorboard
+    tensorboard.write_epoch(os.path.join(exp.workdir, "tensorboard"), record)
+  if report.is_chief():
+    print(report.epoch_line(epoch, config.num_epochs, train_m, val, test), flush=True)
+  return tuned, test
 
 
 def _meta(exp, epoch: int, val: dict | None, test: dict | None, tuned: dict | None) -> dict:
@@ -194,8 +197,47 @@ def _input_advice(share: float, epoch: int, threads: int) -> str:
           "cores per accelerator.")
 
 
-def _check_finite(total: dict, step: int, epoch: int, config: ml_collections.ConfigDict) -> None:
-  """Stops at the first log step (or epoch end) after the loss went NaN/inf."""
-  if int(total["nonfinite"]):
+def _fetch_finite(totals: dict, step: int, epoch: int,
+                  config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """The summed train metrics, fetched to the host; stops at a NaN/inf loss."""
+  host = jax.device_get(totals)
+  if int(host["nonfinite"]):
     raise UserError(f"the loss became NaN/inf by step {step} (epoch {epoch}); lower "
                     f"--config.optimizer.learning_rate (now {config.optimizer.learning_rate})")
+  return host
+
+
+class _Progress:
+  """An epoch's clock: the time spent waiting for input, images/s, and the loss since the
+  last log step, shown on the bar (or, without one, printed as a line)."""
+
+  def __init__(self, bar: tqdm, step: int, epoch: int, steps_per_epoch: int, batch_size: int):
+    self.bar, self.first, self.epoch = bar, step, epoch
+    self.steps_per_epoch, self.batch_size = steps_per_epoch, batch_size
+    self.start, self.waited, self.logged = time.perf_counter(), 0.0, None
+
+  def timed(self, fn: Callable, *args):
+    ready = time.perf_counter()
+    out = fn(*args)
+    self.waited += time.perf_counter() - ready
+    return out
+
+  def log(self, step: int, totals: dict[str, np.ndarray]) -> None:
+    last = self.logged or {"loss_sum": 0.0, "count": 0.0}
+    loss = float((totals["loss_sum"] - last["loss_sum"]) / max(totals["count"] - last["count"], 1))
+    self.logged = totals
+    seconds = time.perf_counter() - self.start
+    rate, wait = (step - self.first) * self.batch_size / seconds, self.waited / seconds
+    self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}", input_wait=f"{wait:.0%}")
+    if self.bar.disable and report.is_chief():  # no bar (a log file): a line instead
+      print(f"  step {step} (epoch {self.epoch}, {step - (self.epoch - 1) * self.steps_per_epoch}/"
+            f"{self.steps_per_epoch}): loss {loss:.4f}, {rate:.1f} images/s, waiting for "
+            f"input {wait:.0%} of the time", flush=True)
+
+  def summary(self, totals: dict[str, np.ndarray], step: int) -> dict[str, float]:
+    """The epoch's train metrics, speed and input-wait share (metrics.jsonl's `train`)."""
+    out = train.summarize_train(totals)
+    out["seconds"] = time.perf_counter() - self.start
+    out["images_per_s"] = (step - self.first) * self.batch_size / out["seconds"]
+    out["input_wait_share"] = self.waited / out["seconds"]
+    return out

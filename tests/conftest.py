@@ -49,11 +49,15 @@ def cli_env(env_extra: dict | None = None) -> dict:
 
 
 def run_cli(args: list[str], env_extra: dict | None = None, check: bool = True,
-            timeout: int = 600, cwd: str = ROOT) -> subprocess.CompletedProcess:
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=cwd,
-                        env=cli_env(env_extra), capture_output=True, text=True, timeout=timeout)
+            timeout: int = 600, cwd: str = ROOT,
+            script: tuple[str, ...] = ("launch.py",)) -> subprocess.CompletedProcess:
+  """launch.py with `args` in a subprocess; `script`: another entry point (and its own
+  arguments) under ROOT, e.g. ("tests/killed_launch.py", "9", "1")."""
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, script[0]), *script[1:], *args],
+                        cwd=cwd, env=cli_env(env_extra), capture_output=True, text=True,
+                        timeout=timeout)
   if check and proc.returncode != 0:
-    raise AssertionError(f"launch.py {' '.join(args)} failed ({proc.returncode}):\n"
+    raise AssertionError(f"{script[0]} {' '.join(args)} failed ({proc.returncode}):\n"
                          f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
   return proc
 

@@ -78,8 +78,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(trained, tiny_data_
   workdir = str(tmp_path / "killed")
   args = ["--config", "configs/demo.py", "--workdir", workdir,
           *tiny_overrides(tiny_data_dir, num_epochs=3)]
-  killed = run_cli(args, check=False, env_extra={"JAXPOSTER_SIGKILL_AT_STEP": "9",
-                                                 "JAXPOSTER_SIGKILL_AFTER_SAVE": after_save})
+  killed = run_cli(args, check=False, script=("tests/killed_launch.py", "9", after_save))
   assert killed.returncode == -signal.SIGKILL
   assert [r["epoch"] for r in _log(workdir)] == [1]
   resumed = run_cli(args)
@@ -99,8 +98,7 @@ def test_mid_epoch_checkpoints_resume_mid_epoch(trained, tiny_data_dir, tmp_path
   workdir = str(tmp_path / "midepoch")
   args = ["--config", "configs/demo.py", "--workdir", workdir,
           *tiny_overrides(tiny_data_dir, num_epochs=3, checkpoint__every_steps=4)]
-  killed = run_cli(args, check=False, env_extra={"JAXPOSTER_SIGKILL_AT_STEP": "9",
-                                                 "JAXPOSTER_SIGKILL_AFTER_SAVE": "1"})
+  killed = run_cli(args, check=False, script=("tests/killed_launch.py", "9", "1"))
   assert killed.returncode == -signal.SIGKILL
   resumed = run_cli(args)
   assert "(step 8)" in resumed.stdout

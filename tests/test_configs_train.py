@@ -50,10 +50,10 @@ def _steps(exp, state, n=2):
   batches = pipeline.train_batches(exp.source("train"), geom=exp.geom,
                                    global_batch=exp.config.batch_size, seed=0, epoch=1,
                                    num_threads=0)
-  key = jax.random.key(0)
+  key, zeros = jax.random.key(0), exp.steps.zero_metrics(len(exp.genres))
   losses = []
-  for _, batch in zip(range(n), batches):
-    state, m = exp.steps.train(state, batch, key)
+  for _, batch in zip(range(n), exp.steps.prefetch(batches)):
+    state, m = exp.steps.train(state, zeros, batch, key)
     losses.append(float(m["loss_sum"] / m["count"]))
   return state, losses
 

@@ -98,6 +98,37 @@ def test_ensemble_scores_at_least_the_weaker_member(two_runs):
   assert np.isfinite(ensemble["loss"])
 
 
+def test_eval_and_predict_of_an_ensemble_agree(two_runs, tmp_path):
+  """One rule for both: predict answers an ensemble's posters with eval's probabilities and
+  eval's thresholds (tuned on the ensemble's validation probabilities), whether it tunes
+  them itself (copies of the workdirs: nothing cached, no data set prepared up front) or
+  finds them kept by eval."""
+  import shutil
+  from jaxposter import evaluate, main, predict, restore
+  result = main.evaluate_checkpoint(None, two_runs)
+  members = restore.restore_all(two_runs, None, None, with_data=True)
+  genres, test = members[0].exp.genres, members[0].exp.source("test")
+  probs, labels, losses = evaluate.ensemble_outputs(members, test)
+  assert evaluate.score(probs, labels, losses, genres)["mAP"] == result["mAP"]
+  records = [test[i] for i in range(len(test))]
+  copies = [shutil.copytree(w, str(tmp_path / f"copy{i}")) for i, w in enumerate(two_runs)]
+  fresh = restore.restore_all(copies, None, None, with_data=False)
+  assert fresh[0].exp.data is None
+  for kind in ("global", "per_genre"):
+    tuned = np.asarray(result["tuned"][kind]["threshold"])
+    for ensemble in (fresh, members):
+      threshold = predict.threshold_of(ensemble, kind)
+      rows = [predict.answer(p, genres, threshold)
+              for p in predict.ensemble_probs(ensemble, records)]
+      np.testing.assert_array_equal(threshold, tuned)
+      assert [list(r["probabilities"].values()) for r in rows] == \
+          [[round(float(p), 4) for p in row] for row in probs]
+      assert [r["genres"] for r in rows] == \
+          [[g for g, p, t in zip(genres, row, np.broadcast_to(tuned, row.shape)) if p >= t]
+           for row in probs]
+  assert os.path.exists(os.path.join(copies[0], evaluate.ENSEMBLES_FILE))
+
+
 LOADER = """
 import json, sys
 import jax, numpy as np

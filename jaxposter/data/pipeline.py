@@ -121,6 +121,11 @@ def _iterate(ds: grain.MapDataset, num_threads: int, prefetch: int) -> Iterator[
       num_threads=threads, prefetch_buffer_size=prefetch if threads else 0)))
 
 
+def steps_per_epoch(num_examples: int, global_batch: int) -> int:
+  """Full global batches in an epoch (the remainder is dropped)."""
+  return num_examples // global_batch
+
+
 def train_batches(source, *, geom: Geometry, global_batch: int, seed: int, epoch: int,
                   start_step: int = 0, random_flip: bool = True, process_index: int = 0,
                   process_count: int = 1, num_threads: int = 2,
@@ -132,7 +137,7 @@ def train_batches(source, *, geom: Geometry, global_batch: int, seed: int, epoch
   dropped; `start_step` skips batches already trained on (resuming mid-epoch).
   """
   n = len(source)
-  steps = n // global_batch
+  steps = steps_per_epoch(n, global_batch)
   order = np.random.default_rng([seed, epoch]).permutation(n)
   positions = _owned_positions(steps, global_batch, process_index, process_count)
 
