@@ -192,6 +192,20 @@ def test_custom_cnn_batchnorm_gap_variant():
   assert not np.allclose(updates["batch_stats"]["bn0_0"]["mean"], v["batch_stats"]["bn0_0"]["mean"])
 
 
+def test_custom_cnn_convs_per_stage_per_stage():
+  """One conv count per stage: deeper only where the maps are small; a wrong length is refused."""
+  model = models.create_model("custom_cnn", num_classes=5, features=(4, 8, 8), hidden=0,
+                              batch_norm=True, convs_per_stage=(1, 2, 3), dropout_rate=0.0)
+  variables = shapes(model)
+  assert set(variables["batch_stats"]) == {"bn0", "bn1_0", "bn1_1", "bn2_0", "bn2_1", "bn2_2"}
+  convs = 3 * 3 * (3 * 4 + 4 * 8 + 8 * 8 + 8 * 8 + 8 * 8 + 8 * 8)
+  assert n_params(variables) == convs + 2 * (4 + 5 * 8) + 8 * 5 + 5
+  bad = models.create_model("custom_cnn", num_classes=5, features=(4, 8), hidden=0,
+                            batch_norm=True, convs_per_stage=(1, 2, 3))
+  with pytest.raises(ValueError, match="3 counts for 2 stages"):
+    shapes(bad)
+
+
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_frozen_bn_trains_on_running_statistics(name):
   """Every model takes `frozen_bn` (config.model.freeze_backbone): training normalises with

@@ -40,7 +40,7 @@ class CustomCNN(nn.Module):
   Defaults are the paper's exact layers (64/128/256 channels, 4096-wide head, dropout 0.5).
   The widths are knobs so the embedded demo can train a narrow copy in minutes on a CPU.
   `batch_norm` puts BatchNorm between each conv and its ReLU, `convs_per_stage` stacks
-  convs before each pool (VGG-style), and `hidden=0` replaces the MLP head with a global
+  convs before each pool (VGG-style; one count for every stage, or one per stage), and `hidden=0` replaces the MLP head with a global
   average pool, dropout and one linear layer: a compact CNN for learning from scratch.
   """
 
@@ -50,7 +50,7 @@ class CustomCNN(nn.Module):
   pool_size: int = 7
   dropout_rate: float = 0.5
   batch_norm: bool = False
-  convs_per_stage: int = 1
+  convs_per_stage: int | Sequence[int] = 1
   bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
   frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
@@ -72,9 +72,14 @@ class CustomCNN(nn.Module):
     conv = functools.partial(layers.Conv, use_bias=not self.batch_norm, dtype=self.dtype)
     norm = layers.batch_norm(train, self.frozen_bn, self.bn_axis_name, self.dtype)
     x = x.astype(self.dtype)
-    for i, f in enumerate(self.features):
-      for j in range(self.convs_per_stage):
-        name = f"conv{i}" if self.convs_per_stage == 1 else f"conv{i}_{j}"
+    counts = self.convs_per_stage
+    counts = (counts,) * len(self.features) if isinstance(counts, int) else tuple(counts)
+    if len(counts) != len(self.features):
+      raise ValueError(f"convs_per_stage has {len(counts)} counts for {len(self.features)} "
+                       f"stages (features={tuple(self.features)})")
+    for i, (f, n) in enumerate(zip(self.features, counts)):
+      for j in range(n):
+        name = f"conv{i}" if n == 1 else f"conv{i}_{j}"
         x = conv(f, (3, 3), padding=1, name=name)(x)
         if self.batch_norm:
           x = norm(name=name.replace("conv", "bn"))(x)
