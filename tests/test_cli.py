@@ -234,8 +234,8 @@ def _poster(directory) -> str:
   return str(directory)
 
 
-@pytest.mark.parametrize("case", ["kwargs_abc", "unknown_kwarg", "workdir_is_a_file",
-                                  "garbage_config_json", "output_is_a_folder",
+@pytest.mark.parametrize("case", ["kwargs_abc", "unknown_kwarg", "remat_unsupported",
+                                  "workdir_is_a_file", "garbage_config_json", "output_is_a_folder",
                                   "output_parent_is_a_file", "threshold_nan", "threshold_2"])
 def test_more_bad_input_is_one_clear_line(case, trained, tiny_data_dir, tmp_path):
   a_file = tmp_path / "a_file"
@@ -247,7 +247,9 @@ def test_more_bad_input_is_one_clear_line(case, trained, tiny_data_dir, tmp_path
                       "--config.model.kwargs.features=abc"], "model 'custom_cnn' with model.kwargs"),
       "unknown_kwarg": ([*train, "--workdir", str(tmp_path / "w"), "--config.model.kwargs.foo=1"],
                         "model custom_cnn has no argument foo (--config.model.kwargs.*); it "
-                        "takes: batch_norm, convs_per_stage, features, hidden, pool_size"),
+                        "takes: batch_norm, convs_per_stage, features, global_pool, hidden, pool_size"),
+      "remat_unsupported": ([*train, "--workdir", str(tmp_path / "w"), "--config.model.remat=True"],
+                            "model.remat=True: model custom_cnn has no layers to recompute"),
       "workdir_is_a_file": ([*train, "--workdir", str(a_file)], "is a file, not a folder"),
       "garbage_config_json": (["--workdir", str(tmp_path / "w"), "--mode", "eval"],
                               "config.json is not a saved jaxposter config (JSONDecodeError"),
