@@ -206,6 +206,23 @@ def test_custom_cnn_convs_per_stage_per_stage():
     shapes(bad)
 
 
+def test_custom_cnn_avgmax_pool():
+  """global_pool="avgmax": the head reads the last map's average and maximum, concatenated."""
+  kw = dict(num_classes=5, features=(4, 8), hidden=0, batch_norm=True, dropout_rate=0.0)
+  model = models.create_model("custom_cnn", global_pool="avgmax", **kw)
+  v = fake_init(model)
+  assert v["params"]["head"]["kernel"].shape == (2 * 8, 5)
+  x = jnp.asarray(np.random.default_rng(0).random((2, 12, 10, 3)), jnp.float32)
+  _, state = model.apply(v, x, capture_intermediates=lambda _, name: name == "feature_map")
+  (feats,) = state["intermediates"]["feature_map"]
+  pooled = jnp.concatenate([feats.mean(axis=(1, 2)), feats.max(axis=(1, 2))], axis=-1)
+  head = v["params"]["head"]
+  np.testing.assert_allclose(model.apply(v, x), pooled @ head["kernel"] + head["bias"],
+                             rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="global_pool must be 'avg' or 'avgmax'"):
+    shapes(models.create_model("custom_cnn", global_pool="gem", **kw))
+
+
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_frozen_bn_trains_on_running_statistics(name):
   """Every model takes `frozen_bn` (config.model.freeze_backbone): training normalises with

@@ -40,8 +40,11 @@ class CustomCNN(nn.Module):
   Defaults are the paper's exact layers (64/128/256 channels, 4096-wide head, dropout 0.5).
   The widths are knobs so the embedded demo can train a narrow copy in minutes on a CPU.
   `batch_norm` puts BatchNorm between each conv and its ReLU, `convs_per_stage` stacks
-  convs before each pool (VGG-style; one count for every stage, or one per stage), and `hidden=0` replaces the MLP head with a global
-  average pool, dropout and one linear layer: a compact CNN for learning from scratch.
+  convs before each pool (VGG-style; one count for all stages, or one per stage), and
+  `hidden=0` replaces the MLP head with a global pool, dropout and one linear layer: a
+  compact CNN for learning from scratch. Its pool averages the last map, or with
+  `global_pool="avgmax"` concatenates the average and the maximum (a cue seen anywhere on
+  the poster then counts at full strength).
   """
 
   num_classes: int
@@ -51,6 +54,7 @@ class CustomCNN(nn.Module):
   dropout_rate: float = 0.5
   batch_norm: bool = False
   convs_per_stage: int | Sequence[int] = 1
+  global_pool: str = "avg"  # with hidden=0: "avg", or "avgmax" (average and maximum, concatenated)
   bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
   frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
@@ -63,8 +67,12 @@ class CustomCNN(nn.Module):
       x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc0")(x.reshape(x.shape[0], -1)))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
       x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
-    else:
+    elif self.global_pool == "avgmax":
+      x = jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))], axis=-1)
+    elif self.global_pool == "avg":
       x = jnp.mean(x, axis=(1, 2))
+    else:
+      raise ValueError(f"global_pool must be 'avg' or 'avgmax', not {self.global_pool!r}")
     return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype)
 
   def feature_map(self, x, train: bool):
