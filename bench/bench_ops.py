@@ -47,11 +47,15 @@ def record_calls(loop):
     if context.method_name == "__call__" and isinstance(module, (nn.Conv, nn.BatchNorm)):
       shape = tuple(args[0].shape)
       if isinstance(module, nn.Conv):
-        pad = tuple(tuple(p) for p in module.padding) if not isinstance(module.padding, str) \
-            else module.padding
-        pad = ((pad, pad),) * 2 if isinstance(pad, int) else pad
+        pad = module.padding
+        if isinstance(pad, int):  # nn.Conv(padding=1): the same on both sides of both axes
+          pad = ((pad, pad),) * 2
+        elif not isinstance(pad, str):
+          pad = tuple(tuple(p) for p in pad)
+        strides = module.strides or 1
+        strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
         calls[("conv", shape, tuple(module.kernel_size) + (module.features,),
-               tuple(module.strides or (1, 1)), pad)] += 1
+               strides, pad)] += 1
       else:
         calls[("bn", shape, None, None, None)] += 1
     return next_fun(*args, **kwargs)
