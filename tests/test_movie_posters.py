@@ -12,6 +12,7 @@ from PIL import Image
 import pytest
 
 from configs import default
+from jaxposter.data import movie_eval
 from jaxposter.data import movie_genre
 from jaxposter.data import movie_posters
 
@@ -267,8 +268,8 @@ def test_user_errors(tmp_path):
 def test_eval_rows_maps_onto_a_given_vocabulary(tmp_path):
   root = _kaggle(tmp_path / "kaggle", n=30)
   vocabulary = ["Comedy", "Drama", "Sci-Fi"]  # a checkpoint's genres
-  examples, report = movie_posters.eval_rows(str(root / "MovieGenre.csv"),
-                                             str(root / "posters"), vocabulary, _data(root))
+  examples, report = movie_eval.eval_rows(str(root / "MovieGenre.csv"),
+                                          str(root / "posters"), vocabulary, _data(root))
   examples = list(examples)
   table = movie_genre.load(root / "MovieGenre.csv", top_k=0)
   usable = {r.id: r for r in table.rows if int(r.id) not in MISSING | set(CORRUPT)}
@@ -289,8 +290,8 @@ def test_eval_rows_counts_every_row(tmp_path):
   lines = path.read_text().splitlines(keepends=True)
   lines[5] = lines[5].replace(', the"', ", the")  # an open quote: it swallows every later row
   path.write_text("".join(lines))
-  examples, report = movie_posters.eval_rows(str(path), str(root / "posters"), GENRES,
-                                             _data(root))
+  examples, report = movie_eval.eval_rows(str(path), str(root / "posters"), GENRES,
+                                          _data(root))
   examples = list(examples)
   assert report["rows_read"] == 33
   assert report["dropped"]["unbalanced_quote"] == 1
@@ -298,7 +299,7 @@ def test_eval_rows_counts_every_row(tmp_path):
 
   path.write_text("imdbId,Genre\n1,\n2,[]\n3,\n")
   with pytest.raises(ValueError, match="no usable rows.*read 3, dropped {'no_genre': 3}"):
-    movie_posters.eval_rows(str(path), str(root / "posters"), GENRES, _data(root))
+    movie_eval.eval_rows(str(path), str(root / "posters"), GENRES, _data(root))
 
 
 def test_multi_label_layout_needs_no_flags(tmp_path, capsys):
