@@ -100,9 +100,12 @@ def prepare(data, quiet: bool = False) -> tfds.core.DatasetBuilder:
     fields = dict(num_train=s.num_train, num_validation=s.num_validation, num_test=s.num_test,
                   height=s.height, width=s.width, seed=s.seed)
     # The generator's source is part of the name: editing it never reuses stale posters.
-    from jaxposter.data import synthetic
-    with open(synthetic.__file__, "rb") as f:
-      code = hashlib.sha1(f.read()).hexdigest()
+    from jaxposter.data import motifs, synthetic
+    digest = hashlib.sha1()
+    for module in (synthetic, motifs):
+      with open(module.__file__, "rb") as f:
+        digest.update(f.read())
+    code = digest.hexdigest()
     config = SyntheticConfig(name=config_name("synthetic", {**fields, "code": code}), **fields)
     builder = SyntheticPosters(config=config, data_dir=data_dir, file_format="array_record")
     download_config = None
