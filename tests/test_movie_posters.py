@@ -4,8 +4,10 @@ import collections
 import http.server
 import io
 import json
+import multiprocessing
 import os
 import threading
+import traceback
 
 import numpy as np
 from PIL import Image
@@ -135,6 +137,38 @@ def test_second_build_is_a_no_op(tmp_path, monkeypatch):
 
 def _examples(builder) -> int:
   return sum(s.num_examples for s in builder.info.splits.values())
+
+
+def _prepare_at_once(root, data_dir, barrier, results):
+  """A child process: one preparation, started with the other child's (`barrier`)."""
+  try:
+    builder = movie_posters.make_builder(_data(root, top_k=3), data_dir)  # before the data exists
+    barrier.wait(timeout=60)
+    builder.download_and_prepare()
+    results.put((getattr(builder, "_report", None) is not None, _examples(builder)))
+  except BaseException:  # pylint: disable=broad-except  (reported to the test)
+    results.put(traceback.format_exc())
+
+
+def test_concurrent_preparations_build_once(tmp_path):
+  root = _kaggle(tmp_path / "kaggle", n=12)
+  data_dir = str(tmp_path / "tfds")
+  ctx = multiprocessing.get_context("spawn")
+  barrier, results = ctx.Barrier(2), ctx.Queue()
+  procs = [ctx.Process(target=_prepare_at_once, args=(root, data_dir, barrier, results))
+           for _ in range(2)]
+  for p in procs:
+    p.start()
+  got = [results.get(timeout=180) for _ in procs]
+  for p in procs:
+    p.join(timeout=30)
+  errors = [g for g in got if isinstance(g, str)]
+  assert not errors, "\n".join(errors)
+  assert sorted(built for built, _ in got) == [False, True]  # one built it, one waited
+  assert got[0][1] == got[1][1] > 0  # and the one that waited reads the same data
+  configs = os.listdir(os.path.join(data_dir, "movie_posters"))
+  assert len(configs) == 1 and sorted(os.listdir(os.path.join(
+      data_dir, "movie_posters", configs[0]))) == ["1.0.0", "1.0.0.lock"]  # nothing incomplete
 
 
 def test_changed_csv_or_posters_rebuild(tmp_path):

@@ -93,7 +93,7 @@ def _poster_bytes(path: str, as_is: bool, size, max_pixels: int) -> bytes | None
     return None
 
 
-class MoviePosters(tfds.core.GeneratorBasedBuilder):
+class MoviePosters(builder_lib.PreparedOnce, tfds.core.GeneratorBasedBuilder):
   """Movie posters with multi-hot genre labels, from MovieGenre.csv and a poster folder."""
 
   VERSION = tfds.core.Version("1.0.0")
