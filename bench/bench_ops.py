@@ -13,7 +13,7 @@ op in torch (channels_last), interleaved, medians:
     XLA's own and patches + matmul; torch: conv2d and aten.convolution_backward);
   - BatchNorm forward + backward in training mode;
   - the optimizer update over the model's parameters (optax as configured; torch.optim);
-  - the whole train step (bench/_common.TrainLoop; bench_vs_torch.TorchLoop), so the rest
+  - the whole train step (bench/_common.TrainLoop; torch_twins.TorchLoop), so the rest
     (pooling, ReLU, loss, placement, dropout, EMA) is the step minus the parts.
 Each op's time is multiplied by how often the model calls it. One device and `--threads`
 torch threads: per-core figures. Fusion inside the real step can make it cheaper than its
@@ -33,6 +33,7 @@ except ImportError:
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_vs_torch  # pylint: disable=wrong-import-position  (imports no jax)
+import torch_twins  # pylint: disable=wrong-import-position
 
 
 def record_calls(loop):
@@ -150,9 +151,9 @@ def profile(common, name: str, args) -> list:
   bench = bench_vs_torch.BENCHES[name]
   loop = bench_vs_torch.jax_loop(common, bench)
   config = loop.exp.config
-  model = bench_vs_torch.torch_model(config.model.name, len(loop.exp.genres),
-                                     config.model.dropout_rate, config.model.kwargs.to_dict())
-  tloop = bench_vs_torch.TorchLoop(model, loop.batch, config.optimizer)
+  model = torch_twins.torch_model(config.model.name, len(loop.exp.genres),
+                                  config.model.dropout_rate, config.model.kwargs.to_dict())
+  tloop = torch_twins.TorchLoop(model, loop.batch, config.optimizer)
   totals = collections.defaultdict(lambda: [0.0, 0.0])
   lowerings = collections.defaultdict(lambda: [0.0] * len(LOWERINGS))
   for call, count in record_calls(loop).items():

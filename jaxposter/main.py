@@ -166,9 +166,9 @@ def _slug(path: str) -> str:
 
 def _folder_source(exp, csv: str, posters: str) -> list[dict]:
   """Every usable row of a CSV + poster folder, labelled over the checkpoint's genres."""
-  from jaxposter.data import movie_posters
+  from jaxposter.data import movie_eval
   try:
-    examples, rep = movie_posters.eval_rows(csv, posters, exp.genres, exp.config.data)
+    examples, rep = movie_eval.eval_rows(csv, posters, exp.genres, exp.config.data)
     source = list(examples)
   except (ValueError, FileNotFoundError) as e:
     raise UserError(str(e)) from e

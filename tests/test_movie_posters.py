@@ -4,14 +4,17 @@ import collections
 import http.server
 import io
 import json
+import multiprocessing
 import os
 import threading
+import traceback
 
 import numpy as np
 from PIL import Image
 import pytest
 
 from configs import default
+from jaxposter.data import movie_eval
 from jaxposter.data import movie_genre
 from jaxposter.data import movie_posters
 
@@ -134,6 +137,38 @@ def test_second_build_is_a_no_op(tmp_path, monkeypatch):
 
 def _examples(builder) -> int:
   return sum(s.num_examples for s in builder.info.splits.values())
+
+
+def _prepare_at_once(root, data_dir, barrier, results):
+  """A child process: one preparation, started with the other child's (`barrier`)."""
+  try:
+    builder = movie_posters.make_builder(_data(root, top_k=3), data_dir)  # before the data exists
+    barrier.wait(timeout=60)
+    builder.download_and_prepare()
+    results.put((getattr(builder, "_report", None) is not None, _examples(builder)))
+  except BaseException:  # pylint: disable=broad-except  (reported to the test)
+    results.put(traceback.format_exc())
+
+
+def test_concurrent_preparations_build_once(tmp_path):
+  root = _kaggle(tmp_path / "kaggle", n=12)
+  data_dir = str(tmp_path / "tfds")
+  ctx = multiprocessing.get_context("spawn")
+  barrier, results = ctx.Barrier(2), ctx.Queue()
+  procs = [ctx.Process(target=_prepare_at_once, args=(root, data_dir, barrier, results))
+           for _ in range(2)]
+  for p in procs:
+    p.start()
+  got = [results.get(timeout=180) for _ in procs]
+  for p in procs:
+    p.join(timeout=30)
+  errors = [g for g in got if isinstance(g, str)]
+  assert not errors, "\n".join(errors)
+  assert sorted(built for built, _ in got) == [False, True]  # one built it, one waited
+  assert got[0][1] == got[1][1] > 0  # and the one that waited reads the same data
+  configs = os.listdir(os.path.join(data_dir, "movie_posters"))
+  assert len(configs) == 1 and sorted(os.listdir(os.path.join(
+      data_dir, "movie_posters", configs[0]))) == ["1.0.0", "1.0.0.lock"]  # nothing incomplete
 
 
 def test_changed_csv_or_posters_rebuild(tmp_path):
@@ -267,8 +302,8 @@ def test_user_errors(tmp_path):
 def test_eval_rows_maps_onto_a_given_vocabulary(tmp_path):
   root = _kaggle(tmp_path / "kaggle", n=30)
   vocabulary = ["Comedy", "Drama", "Sci-Fi"]  # a checkpoint's genres
-  examples, report = movie_posters.eval_rows(str(root / "MovieGenre.csv"),
-                                             str(root / "posters"), vocabulary, _data(root))
+  examples, report = movie_eval.eval_rows(str(root / "MovieGenre.csv"),
+                                          str(root / "posters"), vocabulary, _data(root))
   examples = list(examples)
   table = movie_genre.load(root / "MovieGenre.csv", top_k=0)
   usable = {r.id: r for r in table.rows if int(r.id) not in MISSING | set(CORRUPT)}
@@ -289,8 +324,8 @@ def test_eval_rows_counts_every_row(tmp_path):
   lines = path.read_text().splitlines(keepends=True)
   lines[5] = lines[5].replace(', the"', ", the")  # an open quote: it swallows every later row
   path.write_text("".join(lines))
-  examples, report = movie_posters.eval_rows(str(path), str(root / "posters"), GENRES,
-                                             _data(root))
+  examples, report = movie_eval.eval_rows(str(path), str(root / "posters"), GENRES,
+                                          _data(root))
   examples = list(examples)
   assert report["rows_read"] == 33
   assert report["dropped"]["unbalanced_quote"] == 1
@@ -298,7 +333,7 @@ def test_eval_rows_counts_every_row(tmp_path):
 
   path.write_text("imdbId,Genre\n1,\n2,[]\n3,\n")
   with pytest.raises(ValueError, match="no usable rows.*read 3, dropped {'no_genre': 3}"):
-    movie_posters.eval_rows(str(path), str(root / "posters"), GENRES, _data(root))
+    movie_eval.eval_rows(str(path), str(root / "posters"), GENRES, _data(root))
 
 
 def test_multi_label_layout_needs_no_flags(tmp_path, capsys):

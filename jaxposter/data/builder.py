@@ -5,9 +5,13 @@ array_record and is read back through `tfds.data_source` with the image left as 
 so that decoding happens in the grain pipeline and TensorFlow is never needed.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import os
+import sys
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -56,6 +60,40 @@ def example(image: np.ndarray | bytes, label: np.ndarray, ident: str, title: str
   }
 
 
+@contextlib.contextmanager
+def prepare_lock(data_dir: str | os.PathLike) -> Iterator[None]:
+  """Holds an exclusive lock on `<data_dir>.lock` (beside the version folder TFDS writes).
+
+  The lock file stays behind (removing it would let a waiting process lock a file nobody
+  else sees); the lock goes with the process, however it ends.
+  """
+  path = os.fspath(data_dir).rstrip(os.sep) + ".lock"
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "a", encoding="utf-8") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      print(f"Waiting for another process preparing {data_dir} ({path}) ...", file=sys.stderr,
+            flush=True)
+      fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class PreparedOnce:
+  """A builder mixin: `download_and_prepare` under `prepare_lock`, so processes preparing the
+  same config at once build it once (TFDS alone has each build it, and the second to finish
+  fails renaming its copy into place); the others wait and then find it prepared."""
+
+  def download_and_prepare(self, *args, **kwargs):
+    with prepare_lock(self.data_dir):
+      if self.is_prepared() and not self.info.splits:  # prepared since this builder was made
+        self.info.read_from_directory(self.data_dir)
+      return super().download_and_prepare(*args, **kwargs)
+
+
 @dataclasses.dataclass
 class SyntheticConfig(tfds.core.BuilderConfig):
   num_train: int = 3000
@@ -66,7 +104,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class SyntheticPosters(tfds.core.GeneratorBasedBuilder):
+class SyntheticPosters(PreparedOnce, tfds.core.GeneratorBasedBuilder):
   """`synthetic_posters`: procedurally drawn posters whose genres show as visual motifs."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -100,9 +138,12 @@ def prepare(data, quiet: bool = False) -> tfds.core.DatasetBuilder:
     fields = dict(num_train=s.num_train, num_validation=s.num_validation, num_test=s.num_test,
                   height=s.height, width=s.width, seed=s.seed)
     # The generator's source is part of the name: editing it never reuses stale posters.
-    from jaxposter.data import synthetic
-    with open(synthetic.__file__, "rb") as f:
-      code = hashlib.sha1(f.read()).hexdigest()
+    from jaxposter.data import motifs, synthetic
+    digest = hashlib.sha1()
+    for module in (synthetic, motifs):
+      with open(module.__file__, "rb") as f:
+        digest.update(f.read())
+    code = digest.hexdigest()
     config = SyntheticConfig(name=config_name("synthetic", {**fields, "code": code}), **fields)
     builder = SyntheticPosters(config=config, data_dir=data_dir, file_format="array_record")
     download_config = None

@@ -1,0 +1,61 @@
+"""Any CSV + poster folder as test examples over a trained model's vocabulary (`--mode eval`).
+
+Read and cleaned as `movie_posters` builds do (the same fields, layout detection and poster
+store size), but nothing is sampled or split and nothing is written: the examples are made
+on the fly.
+"""
+
+import collections
+from typing import Any, Iterator
+
+import numpy as np
+
+from jaxposter.data import builder as builder_lib
+from jaxposter.data import images
+from jaxposter.data import movie_config
+from jaxposter.data import movie_genre
+from jaxposter.data import movie_posters
+from jaxposter.data import posters
+
+
+def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
+              data_config: Any) -> tuple[Iterator[dict], dict]:
+  """Every usable row of any CSV + folder as test examples, labelled over `vocabulary`.
+
+  Returns (examples, report): examples in the `poster_features` layout, yielded lazily;
+  `report` counts rows read/dropped, genres unknown to the vocabulary (ignored), and is
+  complete once the examples are exhausted. Nothing is sampled or split.
+  """
+  f = movie_config.detect_layout(movie_config.data_fields(data_config), csv)
+  rows, rows_read, dropped, _ = movie_genre.read_clean(
+      csv, **{k: f[k] for k in movie_config.CSV_FIELDS})
+  known = set(vocabulary)
+  unknown = collections.Counter(g for r in rows for g in r.genres if g not in known)
+  rows, unlabeled = movie_genre.label_rows(rows, vocabulary, f["keep_unlabeled"], None)
+  if unlabeled:
+    dropped["no_chosen_genre"] = unlabeled
+  if not rows:
+    raise ValueError(f"no usable rows in {csv} for the vocabulary {list(vocabulary)} "
+                     f"(read {rows_read}, dropped {dropped})")
+  report = {"csv": csv, "poster_dir": poster_dir, "rows_read": rows_read, "dropped": dropped,
+            "unknown_genres": dict(unknown.most_common()), "vocabulary": list(vocabulary),
+            "examples": 0}
+  size = movie_config.store_size(movie_config.MoviePostersConfig(name="eval", **f))
+
+  def load(row):
+    path = posters.poster_path(poster_dir, row.id, f["file_pattern"])
+    try:
+      return row, images.poster_jpeg(path, size, movie_posters.STORE_QUALITY,
+                                     f["max_pixels"]), None
+    except (OSError, images.BadImage) as e:
+      return row, None, images.skip_reason(e)
+
+  def examples():
+    for row, jpeg, reason in movie_posters.parallel_map(load, rows):
+      if reason:
+        dropped[reason] = dropped.get(reason, 0) + 1
+        continue
+      report["examples"] += 1
+      yield builder_lib.example(jpeg, np.asarray(row.label, np.uint8), row.id, row.title)
+
+  return examples(), report
