@@ -29,7 +29,7 @@ A larger input, a wider ResNet, mixup and label smoothing did not help either, n
 Expected on the test split (1,260 posters; 3 seeds): mAP 0.442 (0.438-0.447), macro ROC-AUC
 0.672 (0.669-0.674), OF1 at the validation-tuned threshold 0.566 (0.564-0.569), against the
 constant predictor's OF1 0.534 and prevalence mAP 0.294. The README's "Learning from scratch"
-has the table and the baselines. On a quiet 2-core CPU the run takes 20 minutes (1,206 s).
+has the table and the baselines. On a quiet 2-core CPU the run takes 18-20 minutes (1,065 and 1,206 s).
 """
 
 from configs import default
