@@ -81,9 +81,7 @@ def _unknown_model_kwarg(argv: list[str]) -> str | None:
   unknown = [k for k in given if k not in kwargs]
   if not unknown or name not in models.MODELS:
     return None
-  ctor = models.MODELS[name]
-  fields = getattr(getattr(ctor, "func", ctor), "__dataclass_fields__", {})
-  taken = sorted(set(fields) - {"parent", "name", "num_classes", "dtype", "dropout_rate",
+  taken = sorted(models.arguments(name) - {"parent", "name", "num_classes", "dtype", "dropout_rate",
                                 "remat", "frozen_bn", "bn_axis_name"})  # set from other fields
   if any(k not in taken for k in unknown):
     return (f"model {name} has no argument {', '.join(k for k in unknown if k not in taken)} "

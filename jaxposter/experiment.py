@@ -210,8 +210,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
       genres = builder_lib.vocabulary(data)
     kwargs = config.model.kwargs.to_dict()
     if config.model.remat:
-      ctor = models.MODELS.get(config.model.name)
-      if "remat" not in getattr(getattr(ctor, "func", ctor), "__dataclass_fields__", {"remat"}):
+      if config.model.name in models.MODELS and "remat" not in models.arguments(
+          config.model.name):
         raise ValueError(f"model.remat=True: model {config.model.name} has no layers to "
                          "recompute (only the DenseNets do); set model.remat=False")
       kwargs["remat"] = True

@@ -27,6 +27,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+def arguments(name: str) -> set[str]:
+  """The constructor arguments of registered model `name` (its dataclass fields)."""
+  ctor = MODELS[name]
+  return set(getattr(getattr(ctor, "func", ctor), "__dataclass_fields__", {}))
+
+
 def create_model(name: str, num_classes: int, *, dtype: str = "float32",
                  **kwargs: Any) -> nn.Module:
   """Builds a registered model; unknown names or dtypes raise ValueError naming the choices."""
