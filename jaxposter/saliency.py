@@ -10,6 +10,7 @@ the class activation map relu(A . W_genre) up to scale.
 """
 
 import functools
+import io
 import os
 
 import flax.linen as nn
@@ -78,11 +79,19 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndar
   return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
-def save_png(path: str, array: np.ndarray) -> None:
-  """Writes uint8 [H, W] or [H, W, 3] (floats are taken as [0, 1]) to a PNG file."""
+def png_bytes(array: np.ndarray) -> bytes:
+  """uint8 [H, W] or [H, W, 3] (floats are taken as [0, 1]) encoded as PNG."""
   array = np.asarray(array)
   if array.dtype != np.uint8:
     array = np.clip(np.rint(array.astype(np.float32) * 255), 0, 255).astype(np.uint8)
+  buf = io.BytesIO()
+  Image.fromarray(array).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def save_png(path: str, array: np.ndarray) -> None:
+  """Writes `png_bytes(array)` to a file, creating its folder."""
   if os.path.dirname(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-  Image.fromarray(array).save(path, format="PNG")
+  with open(path, "wb") as f:
+    f.write(png_bytes(array))

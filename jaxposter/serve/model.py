@@ -8,7 +8,6 @@ of predict.
 """
 
 import dataclasses
-import io
 import os
 import threading
 
@@ -16,7 +15,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxposter import predict
+from jaxposter import predict, saliency
 from jaxposter.data import images
 
 
@@ -78,6 +77,4 @@ class Model:
     jpeg = images.poster_jpeg(data, max_pixels=self.max_pixels)
     with self._lock:
       shown = predict.saliency_overlay(self.members[0].exp, self._variables, jpeg, genre)
-    buf = io.BytesIO()
-    Image.fromarray(shown).save(buf, format="PNG")
-    return buf.getvalue()
+    return saliency.png_bytes(shown)
