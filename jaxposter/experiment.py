@@ -16,6 +16,7 @@ import numpy as np
 from jaxposter import augment, checkpoint, losses, models, parallel, train
 from jaxposter.data import builder as builder_lib
 from jaxposter.data import pipeline
+from jaxposter.models import cpu_ops
 from jaxposter.errors import UserError
 
 
@@ -56,6 +57,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.checkpoint.best_metric in checkpoint.BEST_METRICS,
        f"checkpoint.best_metric must be one of {', '.join(checkpoint.BEST_METRICS)}"),
       (config.cpu_devices >= 0, "cpu_devices must be >= 0 (0 = one per core)"),
+      (config.cpu_filter_grad in cpu_ops.FILTER_GRAD_ROUTES,
+       f"cpu_filter_grad must be one of {', '.join(cpu_ops.FILTER_GRAD_ROUTES)}"),
       (config.loss.name in losses.LOSSES, f"loss.name must be one of {losses.LOSSES}"),
   ]
   if config.model.pretrained and d.normalization != "imagenet":

@@ -9,6 +9,7 @@ from jax import lax
 
 from jaxposter.models import cpu_ops
 
+NHWC = ("NHWC", "HWIO", "NHWC")
 SHAPES = [  # (input H, W, Cin, Cout, kernel, stride, padding)
     (3, 2, 16, 8, 3, 1, 1),  # a ResNet's last stage on 72x48 posters
     (5, 3, 8, 16, 3, 2, 1),  # its strided entry (output 3x2)
@@ -21,7 +22,7 @@ SHAPES = [  # (input H, W, Cin, Cout, kernel, stride, padding)
 
 def _plain(x, k, stride, pad):
   return lax.conv_general_dilated(x, k, (stride, stride), [(pad, pad)] * 2,
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                  dimension_numbers=NHWC)
 
 
 @pytest.mark.parametrize("h, w, cin, cout, kernel, stride, pad", SHAPES)
@@ -30,15 +31,16 @@ def test_patches_conv_equals_lax_in_outputs_and_gradients(h, w, cin, cout, kerne
   x = jax.random.normal(kx, (3, h, w, cin))
   k = jax.random.normal(kk, (kernel, kernel, cin, cout)) / np.sqrt(kernel * kernel * cin)
   assert cpu_ops.takes_patches(x.shape, k.shape, (stride, stride), [(pad, pad)] * 2)
-  ours = cpu_ops.conv_general_dilated(x, k, (stride, stride), [(pad, pad)] * 2)
+  ours = cpu_ops.conv_general_dilated(x, k, (stride, stride), [(pad, pad)] * 2,
+                                      dimension_numbers=NHWC)
   np.testing.assert_allclose(ours, _plain(x, k, stride, pad), rtol=1e-5, atol=1e-5)
   g = jax.random.normal(kg, ours.shape)  # a random cotangent
 
   def vjp(fn):
     return jax.vjp(lambda a, b: fn(a, b), x, k)[1](g)
 
-  for a, b in zip(vjp(lambda a, b: cpu_ops.conv_general_dilated(a, b, (stride, stride),
-                                                                 [(pad, pad)] * 2)),
+  for a, b in zip(vjp(lambda a, b: cpu_ops.conv_general_dilated(
+                      a, b, (stride, stride), [(pad, pad)] * 2, dimension_numbers=NHWC)),
                   vjp(lambda a, b: _plain(a, b, stride, pad))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
@@ -69,3 +71,57 @@ def test_max_pool_matches_reduce_window(shape):
   g = jax.random.normal(jax.random.key(1), ref(x).shape)
   grad = lambda f: jax.vjp(f, x)[1](g)[0]
   np.testing.assert_allclose(grad(cpu_ops.max_pool_3x3_s2), grad(ref), atol=1e-6)
+
+
+FILTER_GRAD_SHAPES = [  # (input H, W, Cin, Cout, kernel, stride, padding)
+    (12, 8, 3, 8, 3, 1, 1),  # a first conv on an RGB poster
+    (9, 6, 8, 16, 3, 1, 1),
+    (9, 7, 8, 8, 3, 2, 1),  # a strided ResNet entry, odd sizes
+    (10, 6, 3, 8, 7, 2, 3),  # a ResNet stem
+    (6, 4, 8, 16, 1, 1, 0),  # a 1x1 projection
+    (6, 4, 8, 16, 1, 2, 0),  # a strided 1x1 shortcut
+]
+
+
+@pytest.mark.parametrize("h, w, cin, cout, kernel, stride, pad", FILTER_GRAD_SHAPES)
+def test_patch_filter_grad_equals_lax_in_outputs_and_gradients(h, w, cin, cout, kernel, stride,
+                                                               pad):
+  kx, kk, kg = jax.random.split(jax.random.key(h * 100 + w * 10 + kernel + stride), 3)
+  x = jax.random.normal(kx, (4, h, w, cin))
+  k = jax.random.normal(kk, (kernel, kernel, cin, cout)) / np.sqrt(kernel * kernel * cin)
+  padding = ((pad, pad), (pad, pad))
+  ours = lambda a, b: cpu_ops.conv_patch_filter_grad(a, b, (stride, stride), padding)
+  plain = lambda a, b: _plain(a, b, stride, pad)
+  y, ours_vjp = jax.vjp(ours, x, k)
+  y_ref, plain_vjp = jax.vjp(plain, x, k)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  g = jax.random.normal(kg, y.shape)
+  for a, b in zip(jax.jit(ours_vjp)(g), plain_vjp(g)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("route", ["patches", "xla"])
+def test_the_filter_grad_route_is_chosen_by_the_environment(monkeypatch, route):
+  monkeypatch.setenv("JAXPOSTER_CPU_FILTER_GRAD", route)
+  cpu_ops.filter_grad_route.cache_clear()
+  try:
+    assert cpu_ops.filter_grad_route() == route
+    x, k = jnp.ones((2, 6, 4, 3)), jnp.ones((3, 3, 3, 8))
+    grad = jax.grad(lambda k: cpu_ops.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                           dimension_numbers=NHWC).sum())
+    jaxpr = str(jax.make_jaxpr(grad)(k))
+    assert ("dot_general" in jaxpr) == (route == "patches")  # patches^T . dy
+    np.testing.assert_allclose(grad(k), jax.grad(lambda k: _plain(x, k, 1, 1).sum())(k),
+                               rtol=1e-5)
+  finally:
+    cpu_ops.filter_grad_route.cache_clear()
+
+
+def test_an_unknown_filter_grad_route_is_refused(monkeypatch):
+  monkeypatch.setenv("JAXPOSTER_CPU_FILTER_GRAD", "onednn")
+  cpu_ops.filter_grad_route.cache_clear()
+  try:
+    with pytest.raises(ValueError, match="auto, patches or xla"):
+      cpu_ops.filter_grad_route()
+  finally:
+    cpu_ops.filter_grad_route.cache_clear()

@@ -11,6 +11,16 @@ exactly those convolutions, on the CPU only; everything else, and every GPU/TPU,
 `lax.conv_general_dilated` unchanged. Models pass it to `nn.Conv(conv_general_dilated=...)`,
 so parameters and checkpoints are the same either way.
 
+Filter gradients: on CPUs without AVX-512 (AMD Zen 3, say), XLA:CPU computes a 3x3
+convolution's filter gradient 4-20x slower than the same convolution forward: 1.5-2.0 s
+for a 36x24 64->128 conv at batch 64, against 0.1 s forward. The same gradient as patches
+(im2col) times the output gradient, one matrix product, takes 0.3 s there. On such CPUs
+every other convolution gets that filter gradient (`conv_patch_filter_grad`); its forward
+and input gradient stay XLA's own, which are not slow. On AVX-512 CPUs (Zen 4) XLA's own
+filter gradient was measured as fast as the patches one, so it stays. `filter_grad_route`
+decides, overridden by JAXPOSTER_CPU_FILTER_GRAD=patches|xla (which launch.py sets from
+the config's `cpu_filter_grad`).
+
 Max pooling: XLA differentiates `reduce_window` max with `select_and_scatter`, which XLA:CPU
 runs 7-20x slower than PyTorch's max-pool backward (the ResNet stem's 3x3/2 pool at 144x96,
 batch 64: 0.6-0.8 s of a ~4 s step on one core). `max_pool_3x3_s2` computes the same pool as
@@ -18,6 +28,9 @@ elementwise maxima of strided slices, one spatial axis after the other, whose gr
 elementwise too: 4-20x faster there (`bench/bench_ops.py`). Where values tie, the gradient
 is shared among them instead of going to one; both are valid subgradients.
 """
+
+import functools
+import os
 
 import jax
 from jax import lax
@@ -42,29 +55,89 @@ def takes_patches(input_shape, kernel_shape, strides, padding) -> bool:
   return min(h, w, ho, wo) < max(kh, kw)
 
 
-def patches_conv(x: jax.Array, kernel: jax.Array, strides, padding, precision=None) -> jax.Array:
-  """An NHWC x HWIO convolution as one matmul over the stacked shifted windows (im2col)."""
-  kh, kw, cin, cout = kernel.shape
-  n, h, w, _ = x.shape
-  sh, sw = strides
+def _patches(x: jax.Array, kernel_hw, strides, padding) -> jax.Array:
+  """[N * Ho * Wo, kh * kw * Cin]: each output position's input window, flattened (im2col)."""
+  (kh, kw), (sh, sw) = kernel_hw, strides
+  n, h, w, cin = x.shape
   ho, wo = _output_size(h, kh, sh, padding[0]), _output_size(w, kw, sw, padding[1])
   x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
   windows = [x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
              for i in range(kh) for j in range(kw)]
-  patches = jnp.concatenate(windows, axis=-1).reshape(n * ho * wo, kh * kw * cin)
-  y = jnp.dot(patches, kernel.reshape(kh * kw * cin, cout), precision=precision)
-  return y.reshape(n, ho, wo, cout)
+  return jnp.concatenate(windows, axis=-1).reshape(n * ho * wo, kh * kw * cin)
+
+
+def patches_conv(x: jax.Array, kernel: jax.Array, strides, padding, precision=None) -> jax.Array:
+  """An NHWC x HWIO convolution as one matmul over the stacked shifted windows (im2col)."""
+  kh, kw, cin, cout = kernel.shape
+  y = jnp.dot(_patches(x, (kh, kw), strides, padding), kernel.reshape(kh * kw * cin, cout),
+              precision=precision)
+  n, h, w, _ = x.shape
+  return y.reshape(n, _output_size(h, kh, strides[0], padding[0]),
+                   _output_size(w, kw, strides[1], padding[1]), cout)
+
+
+FILTER_GRAD_ROUTES = ("auto", "patches", "xla")
+
+
+@functools.cache
+def filter_grad_route() -> str:
+  """"patches" or "xla": who computes convolution filter gradients on this CPU."""
+  route = os.environ.get("JAXPOSTER_CPU_FILTER_GRAD", "auto") or "auto"
+  if route not in FILTER_GRAD_ROUTES:
+    raise ValueError(f"JAXPOSTER_CPU_FILTER_GRAD must be auto, patches or xla, not {route!r}")
+  if route == "auto":
+    try:
+      with open("/proc/cpuinfo") as f:
+        route = "xla" if " avx512f" in f.read() else "patches"
+    except OSError:  # not Linux: no measurement says XLA's is fine there
+      route = "patches"
+  return route
+
+
+def _plain_conv(x, kernel, strides, padding, precision):
+  return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC,
+                                  precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_patch_filter_grad(x, kernel, strides, padding, precision=None):
+  """An NHWC x HWIO convolution: XLA's forward and input gradient, the filter gradient as
+  patches(x)^T . dy (one matmul). Same values as `lax.conv_general_dilated`'s, to rounding."""
+  return _plain_conv(x, kernel, strides, padding, precision)
+
+
+def _conv_fwd(x, kernel, strides, padding, precision):
+  return _plain_conv(x, kernel, strides, padding, precision), (x, kernel)
+
+
+def _conv_bwd(strides, padding, precision, residuals, dy):
+  x, kernel = residuals
+  kh, kw, cin, cout = kernel.shape
+  dx = jax.vjp(lambda x: _plain_conv(x, kernel, strides, padding, precision), x)[1](dy)[0]
+  dk = jnp.dot(_patches(x, (kh, kw), strides, padding).T, dy.reshape(-1, cout),
+               precision=precision, preferred_element_type=jnp.float32)
+  return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+conv_patch_filter_grad.defvjp(_conv_fwd, _conv_bwd)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          precision=None, **kwargs):
-  """`lax.conv_general_dilated`, through `patches_conv` where XLA:CPU would crawl."""
-  plain = (feature_group_count == 1 and not kwargs
+  """`lax.conv_general_dilated`, through `patches_conv` where XLA:CPU would crawl, and on
+  CPUs where XLA's filter gradients crawl, through `conv_patch_filter_grad`. Only plain NHWC
+  convolutions (flax's layout) take either route."""
+  plain = (feature_group_count == 1 and not kwargs and lhs.ndim == 4
            and all(d == 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1)))
-           and dimension_numbers in (None, _NHWC) and lhs.ndim == 4)
+           and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC)
+  if plain and isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
   if plain and takes_patches(lhs.shape, rhs.shape, window_strides, padding):
     return patches_conv(lhs, rhs, window_strides, padding, precision)
+  if plain and jax.default_backend() == "cpu" and filter_grad_route() == "patches":
+    return conv_patch_filter_grad(lhs, rhs, tuple(window_strides),
+                                  tuple(tuple(p) for p in padding), precision)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                   rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                   feature_group_count=feature_group_count, precision=precision,
