@@ -1,4 +1,5 @@
-"""The CPU lowerings (convolutions on tiny maps, max pooling) equal lax's own, outputs and gradients."""
+"""The CPU lowerings (convolutions on tiny maps, filter gradients as matmuls, max pooling) equal
+lax's own, outputs and gradients."""
 
 import flax.linen as nn
 import jax

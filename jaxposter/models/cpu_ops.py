@@ -55,15 +55,20 @@ def takes_patches(input_shape, kernel_shape, strides, padding) -> bool:
   return min(h, w, ho, wo) < max(kh, kw)
 
 
-def _patches(x: jax.Array, kernel_hw, strides, padding) -> jax.Array:
-  """[N * Ho * Wo, kh * kw * Cin]: each output position's input window, flattened (im2col)."""
+def _windows(x: jax.Array, kernel_hw, strides, padding) -> list[jax.Array]:
+  """[N, Ho, Wo, Cin] per kernel tap, row-major: the input each tap meets at every output."""
   (kh, kw), (sh, sw) = kernel_hw, strides
-  n, h, w, cin = x.shape
+  _, h, w, _ = x.shape
   ho, wo = _output_size(h, kh, sh, padding[0]), _output_size(w, kw, sw, padding[1])
   x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-  windows = [x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
-             for i in range(kh) for j in range(kw)]
-  return jnp.concatenate(windows, axis=-1).reshape(n * ho * wo, kh * kw * cin)
+  return [x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
+          for i in range(kh) for j in range(kw)]
+
+
+def _patches(x: jax.Array, kernel_hw, strides, padding) -> jax.Array:
+  """[N * Ho * Wo, kh * kw * Cin]: each output position's input window, flattened (im2col)."""
+  windows = _windows(x, kernel_hw, strides, padding)
+  return jnp.concatenate(windows, axis=-1).reshape(-1, windows[0].shape[-1] * len(windows))
 
 
 def patches_conv(x: jax.Array, kernel: jax.Array, strides, padding, precision=None) -> jax.Array:
@@ -102,7 +107,8 @@ def _plain_conv(x, kernel, strides, padding, precision):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def conv_patch_filter_grad(x, kernel, strides, padding, precision=None):
   """An NHWC x HWIO convolution: XLA's forward and input gradient, the filter gradient as
-  patches(x)^T . dy (one matmul). Same values as `lax.conv_general_dilated`'s, to rounding."""
+  window^T . dy, one matmul per kernel tap (`_filter_grad`). Same values as
+  `lax.conv_general_dilated`'s, to rounding."""
   return _plain_conv(x, kernel, strides, padding, precision)
 
 
@@ -110,12 +116,23 @@ def _conv_fwd(x, kernel, strides, padding, precision):
   return _plain_conv(x, kernel, strides, padding, precision), (x, kernel)
 
 
+def _filter_grad(x, dy, kernel_shape, strides, padding, precision):
+  """sum over the batch of window^T . dy, one matmul per kernel tap: [kh * kw, Cin, Cout].
+  A whole train step runs as fast as with one matmul over the concatenated patches
+  (`_patches`, 9x the input's memory), and 1.2-1.5x faster per conv on one core. Batch
+  chunks of cache size, summed in a scan, were faster per conv on one core, slower in a
+  whole two-device step."""
+  _, _, cin, cout = kernel_shape
+  dy = dy.reshape(-1, cout)
+  return jnp.stack([jnp.dot(window.reshape(-1, cin).T, dy, precision=precision,
+                            preferred_element_type=jnp.float32)
+                    for window in _windows(x, kernel_shape[:2], strides, padding)])
+
+
 def _conv_bwd(strides, padding, precision, residuals, dy):
   x, kernel = residuals
-  kh, kw, cin, cout = kernel.shape
   dx = jax.vjp(lambda x: _plain_conv(x, kernel, strides, padding, precision), x)[1](dy)[0]
-  dk = jnp.dot(_patches(x, (kh, kw), strides, padding).T, dy.reshape(-1, cout),
-               precision=precision, preferred_element_type=jnp.float32)
+  dk = _filter_grad(x, dy, kernel.shape, strides, padding, precision)
   return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
 
 
