@@ -44,6 +44,20 @@ Recorded 2026-11-25, same machine, quiet, `python bench/bench_vs_torch.py --mode
 jax 69.4 img/s, torch 88.8, ratio 0.78 (48% and 62% of the matmul peak). Per op kind
 (bench/bench_ops.py, one core), the convolutions' filter gradients are its gap: 2.2x torch's
 time (820 against 378 ms a step), forward and input gradients 1.0-1.2x, BatchNorm 0.7x.
+
+Recorded 2026-12-02, a 2-core AMD EPYC without AVX-512 (Zen 3), `--models resnet18
+custom_cnn resnet50 scratch --steps 5`, with models/cpu_ops.py's filter gradients as
+matmuls (what `cpu_filter_grad="auto"` picks on such CPUs; XLA's own there takes 4-20x a
+conv's forward time): jax / torch images/s, ratio; f32 matmul peak 97 GFLOP/s:
+
+  | resnet18 | 144x96, 64 | 15.8 / 24.0 | 0.66 |
+  | custom_cnn | 268x182, 16 | 2.5 / 3.1 | 0.81 |
+  | resnet50 | 224x224, 16 | 1.6 / 2.6 | 0.62 |
+  | scratch | 144x96, 64 | 30.1 / 36.8 | 0.82 |
+
+  With XLA's filter gradients (JAXPOSTER_CPU_FILTER_GRAD=xla) the jax steps are 1.33x,
+  1.73x, 1.69x and 2.0x slower (the same steps timed in one process): 0.50, 0.47, 0.37 and
+  0.46 of torch.
 """
 
 import argparse
