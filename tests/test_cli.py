@@ -236,7 +236,8 @@ def _poster(directory) -> str:
 
 @pytest.mark.parametrize("case", ["kwargs_abc", "unknown_kwarg", "remat_unsupported",
                                   "workdir_is_a_file", "garbage_config_json", "output_is_a_folder",
-                                  "output_parent_is_a_file", "threshold_nan", "threshold_2"])
+                                  "output_parent_is_a_file", "threshold_nan", "threshold_2",
+                                  "filter_grad_route"])
 def test_more_bad_input_is_one_clear_line(case, trained, tiny_data_dir, tmp_path):
   a_file = tmp_path / "a_file"
   a_file.write_text("x")
@@ -258,6 +259,9 @@ def test_more_bad_input_is_one_clear_line(case, trained, tiny_data_dir, tmp_path
                                   f"{a_file} is a file, not a folder"),
       "threshold_nan": ([*predict, "--threshold", "nan"], "must be in [0, 1)"),
       "threshold_2": ([*predict, "--threshold", "2"], "must be in [0, 1)"),
+      "filter_grad_route": ([*train, "--workdir", str(tmp_path / "w"),
+                             "--config.cpu_filter_grad=onednn"],
+                            "cpu_filter_grad must be one of auto, patches, xla"),
   }[case]
   if case == "garbage_config_json":
     shutil.copytree(trained[0], str(tmp_path / "w"))
