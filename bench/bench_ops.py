@@ -49,12 +49,13 @@ def record_calls(loop):
       shape = tuple(args[0].shape)
       if isinstance(module, nn.Conv):
         pad = module.padding
-        if isinstance(pad, int):  # nn.Conv(padding=1): the same on both sides of both axes
-          pad = ((pad, pad),) * 2
-        elif not isinstance(pad, str):
-          pad = tuple(tuple(p) for p in pad)
         strides = module.strides or 1
         strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+        if isinstance(pad, int):  # nn.Conv(padding=1): the same on both sides of both axes
+          pad = ((pad, pad),) * 2
+        elif isinstance(pad, str):  # "SAME" / "VALID": the pairs lax would use
+          pad = jax.lax.padtype_to_pads(shape[1:3], module.kernel_size, strides, pad)
+        pad = tuple(tuple(p) for p in pad)
         calls[("conv", shape, tuple(module.kernel_size) + (module.features,),
                strides, pad)] += 1
       else:
