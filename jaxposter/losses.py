@@ -26,6 +26,13 @@ def bce(logits: jax.Array, labels: jax.Array, pos_weight: jax.Array | None = Non
            + (1 - y) * jax.nn.log_sigmoid(-logits)).mean(-1)
 
 
+def bce_of_probs(probs: jax.Array, labels: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """`bce` of probabilities that are not one sigmoid's (a mean over test-time views)."""
+  y = labels.astype(probs.dtype)
+  return -(y * jnp.log(jnp.maximum(probs, eps))
+           + (1 - y) * jnp.log(jnp.maximum(1 - probs, eps))).mean(-1)
+
+
 def asymmetric(logits: jax.Array, labels: jax.Array, gamma_pos: float = 0.0,
                gamma_neg: float = 4.0, clip: float = 0.05, eps: float = 1e-8) -> jax.Array:
   y = labels.astype(logits.dtype)

@@ -208,10 +208,7 @@ def eval_step(state: TrainState, batch: dict, *, normalization: str,
   if not tta_flip:
     return {"probs": jax.nn.sigmoid(logits), "loss": losses.bce(logits, batch["label"])}
   probs = (jax.nn.sigmoid(logits) + jax.nn.sigmoid(predict_logits(state, images[:, :, ::-1]))) / 2
-  y = batch["label"].astype(jnp.float32)
-  loss = -(y * jnp.log(jnp.maximum(probs, 1e-12))
-           + (1 - y) * jnp.log(jnp.maximum(1 - probs, 1e-12))).mean(-1)
-  return {"probs": probs, "loss": loss}
+  return {"probs": probs, "loss": losses.bce_of_probs(probs, batch["label"])}
 
 
 def predict_logits(state: TrainState, images: jax.Array) -> jax.Array:
