@@ -11,6 +11,12 @@ Recorded 2026-11-24, 2-core AMD EPYC (Zen 4), quiet, `python bench/bench_startup
 
   resnet50 224x224, batch 16: first step after 20.4 s cold, 10.8 s warm (10.6, 11.1);
   the step itself takes ~5.4 s, so a warm relaunch starts stepping ~5.5 s after launch.
+
+Recorded 2026-12-02, 2-core AMD EPYC without AVX-512 (Zen 3), quiet, `--runs 2`: 57.6 s cold,
+28.1 s warm (27.8, 28.5). Steps there take ~8.5 s; launch to the model line ~9 s, then ~19 s
+to the first step's line. A py-spy profile of a warm launch: ~2.8 s of it in imports and ~3.5 s
+in tracing and lowering the train step, which the persistent cache does not skip (it keys on
+the lowered program).
 """
 
 import argparse
