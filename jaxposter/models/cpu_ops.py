@@ -14,10 +14,10 @@ so parameters and checkpoints are the same either way.
 Filter gradients: on CPUs without AVX-512 (AMD Zen 3, say), XLA:CPU computes a 3x3
 convolution's filter gradient 4-20x slower than the same convolution forward: 1.5-2.0 s
 for a 36x24 64->128 conv at batch 64, against 0.1 s forward. The same gradient as one matrix
-product per kernel tap (its input window, transposed, times the output gradient) takes 0.3 s. On such CPUs
-every other convolution gets that filter gradient (`conv_patch_filter_grad`); its forward
-and input gradient stay XLA's own, which are not slow. On AVX-512 CPUs (Zen 4) XLA's own
-filter gradient was measured as fast as the patches one, so it stays. `filter_grad_route`
+product per kernel tap (its input window, transposed, times the output gradient) takes 0.3 s.
+On such CPUs every other convolution gets that filter gradient (`conv_patch_filter_grad`);
+its forward and input gradient stay XLA's own, which are not slow. On AVX-512 CPUs (Zen 4)
+XLA's own filter gradient was measured as fast as the patches one, so it stays. `filter_grad_route`
 decides, overridden by JAXPOSTER_CPU_FILTER_GRAD=patches|xla (which launch.py sets from
 the config's `cpu_filter_grad`).
 
@@ -91,7 +91,8 @@ def filter_grad_route() -> str:
   """"patches" or "xla": who computes convolution filter gradients on this CPU."""
   route = os.environ.get(FILTER_GRAD_VAR, "auto") or "auto"
   if route not in FILTER_GRAD_ROUTES:
-    raise ValueError(f"{FILTER_GRAD_VAR} must be auto, patches or xla, not {route!r}")
+    *others, last = FILTER_GRAD_ROUTES
+    raise ValueError(f"{FILTER_GRAD_VAR} must be {', '.join(others)} or {last}, not {route!r}")
   if route == "auto":
     try:
       with open("/proc/cpuinfo") as f:
