@@ -63,13 +63,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     print(f"{workdir} already holds a run of {config.num_epochs} epochs; nothing to train. "
           "Evaluate it with --mode eval, or raise --config.num_epochs.", flush=True)
     return {}
-  # Every process reads the best checkpoint's record: Orbax restores in lockstep.
-  best = best_line(exp.checkpoints) if exp.checkpoints.best_step() is not None else None
+  # The run ends with the test metrics of the checkpoint that eval, predict and export use.
+  title = f"Test metrics after epoch {config.num_epochs}"
+  best_step = exp.checkpoints.best_step()
+  if best_step is not None:  # every process reads its record: Orbax restores in lockstep
+    meta = exp.checkpoints.restore_meta(best_step)
+    title = f"Test metrics of the best checkpoint, {best_line(exp.checkpoints, meta)}"
+    if best_step != step:
+      best = load_state(exp, best_step, meta, steps_per_epoch, with_optimizer=False)
+      test = evaluate.evaluate_split(exp, exp.steps.place_state(best), "test",
+                                     meta["thresholds"])
   if report.is_chief():
-    print(report.table(test, f"Test metrics after epoch {config.num_epochs}"), flush=True)
-    if best:
-      print(f"Best {best}; evaluate it with: "
-            f"python launch.py --workdir {workdir} --mode eval", flush=True)
+    print(report.table(test, title), flush=True)
+    print(f"Evaluate it again with: python launch.py --workdir {workdir} --mode eval",
+          flush=True)
   return test
 
 

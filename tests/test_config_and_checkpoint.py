@@ -192,3 +192,28 @@ def test_abandoned_orbax_tasks_are_not_logged_after_a_damaged_read():
   keep = checkpoint._AbandonedOrbaxTasks().filter  # pylint: disable=protected-access
   assert not keep(record(os.path.join("site-packages", "orbax", "checkpoint", "x.py")))
   assert keep(record(os.path.join("site-packages", "mine", "x.py")))
+
+
+def test_a_run_ends_with_the_best_checkpoints_test_metrics(tiny_data_dir, tmp_path, monkeypatch,
+                                                          capsys):
+  """Training ends with the test metrics of the checkpoint eval and predict use (the best by
+  validation), not of its last epoch: here epoch 1 is made the best of 3."""
+  from jaxposter import trainer
+  from tests.conftest import tiny_config
+  real, seen = checkpoint.checkpoint_metrics, []
+
+  def first_is_best(val):  # epoch 1 scores 1, epoch 2 scores 0, epoch 3 -1
+    seen.extend([val["mAP"]] if val["mAP"] not in seen else [])
+    return {**real(val), "val_mAP": 1.0 - seen.index(val["mAP"])}
+
+  monkeypatch.setattr(checkpoint, "checkpoint_metrics", first_is_best)
+  config = tiny_config(tiny_data_dir)
+  config.num_epochs = 3
+  result = trainer.train_and_evaluate(config, str(tmp_path / "w"))
+  with open(tmp_path / "w" / "metrics.jsonl") as f:
+    logged = [json.loads(line)["test"] for line in f]
+  assert logged[0]["mAP"] != logged[2]["mAP"]
+  for k in ("OF1", "mAP", "ROC_AUC", "loss"):
+    assert result[k] == pytest.approx(logged[0][k], rel=1e-5, abs=1e-6), k
+  assert result["tuned"] == logged[0]["tuned"]  # with the thresholds tuned at epoch 1
+  assert "Test metrics of the best checkpoint, by validation mAP" in capsys.readouterr().out
