@@ -69,10 +69,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- optimisation -------------------------------------------------------------------
   c.optimizer = o = ml_collections.ConfigDict()
-  o.name = "adam"  # "adam" or "adamw"
+  o.name = "adam"  # "adam", "adamw" or "sgd" (Nesterov momentum)
   o.learning_rate = 1e-4
   o.head_learning_rate = 0.0  # > 0: a separate learning rate for the head
-  o.weight_decay = 0.0  # adamw only
+  o.weight_decay = 0.0  # adamw and sgd
+  o.momentum = 0.9  # sgd only
   o.b1 = 0.9
   o.b2 = 0.999
   o.grad_clip_norm = 0.0  # > 0: clip the global gradient norm

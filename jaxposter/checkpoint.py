@@ -52,6 +52,11 @@ class DamagedCheckpoint(Exception):
   """A step whose files do not read back (truncated, garbled or missing); `str` says why."""
 
 
+class OtherOptimizer(Exception):
+  """A step whose model state reads back, but whose optimizer state has another structure
+  than the one asked for (another optimizer, schedule or clipping)."""
+
+
 def _in_orbax(tb) -> bool:
   return any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in traceback.extract_tb(tb))
 
@@ -176,6 +181,9 @@ class Checkpoints:
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
       return restored["state"].replace(opt_state=restored.get("opt_state"))
     except Exception as e:  # as in restore_meta
+      if with_optimizer and "tree structures do not match" in str(e):
+        self.restore(step, target, with_optimizer=False)  # raises if the model state is damaged
+        raise OtherOptimizer(_why(e)) from e
       raise DamagedCheckpoint(_why(e)) from e
 
   def wait(self) -> None:

@@ -53,6 +53,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.parallelism in ("jit", "pmap"), "parallelism must be 'jit' or 'pmap'"),
       (0.0 <= config.model.dropout_rate < 1.0, "model.dropout_rate must be in [0, 1)"),
       (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0"),
+      (config.optimizer.name in train.OPTIMIZERS,
+       f"optimizer.name must be one of {', '.join(train.OPTIMIZERS)}"),
       (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
       (config.checkpoint.best_metric in checkpoint.BEST_METRICS,
        f"checkpoint.best_metric must be one of {', '.join(checkpoint.BEST_METRICS)}"),
@@ -81,12 +83,17 @@ def _get(tree: dict, dotted: str) -> Any:
   return tree
 
 
+def config_diffs(saved: dict, current: dict, fields) -> list[str]:
+  """'model.name: checkpoint 'a', config 'b'' for each dotted field that differs."""
+  return [f"{f}: checkpoint {_get(saved, f)!r}, config {_get(current, f)!r}"
+          for f in fields if _get(saved, f) != _get(current, f)]
+
+
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, genres: list[str],
                      where: str) -> None:
   """A checkpoint restores only into the model, input size and genres it was trained for."""
   current = json.loads(config.to_json())
-  diffs = [f"{f}: checkpoint {_get(saved['config'], f)!r}, config {_get(current, f)!r}"
-           for f in _COMPATIBLE_FIELDS if _get(saved["config"], f) != _get(current, f)]
+  diffs = config_diffs(saved["config"], current, _COMPATIBLE_FIELDS)
   if _keeps_ema(saved["config"]) != _keeps_ema(current):
     diffs.append(f"ema_decay: checkpoint {saved['config'].get('ema_decay', 0.0)}, config "
                  f"{current['ema_decay']} (a moving average is kept in one and not the other)")

@@ -2,6 +2,7 @@
 (eval, predict, export), and the members of an ensemble."""
 
 import dataclasses
+import json
 import os
 from typing import Any, Callable
 
@@ -9,7 +10,7 @@ import ml_collections
 
 from jaxposter import checkpoint, report
 from jaxposter.errors import UserError
-from jaxposter.experiment import check_compatible, setup
+from jaxposter.experiment import check_compatible, config_diffs, setup
 from jaxposter.saved_config import load as load_workdir_config
 
 
@@ -17,8 +18,19 @@ def load_state(exp, step: int, meta: dict, steps_per_epoch: int, with_optimizer:
   """A checkpoint's state, restored into the abstract shapes of the config's model: no
   initialisation is run (nor compiled) only to be overwritten."""
   check_compatible(meta, exp.config, exp.genres, exp.workdir)
-  return exp.checkpoints.restore(step, exp.new_state(steps_per_epoch, abstract=True),
-                                 with_optimizer)
+  try:
+    return exp.checkpoints.restore(step, exp.new_state(steps_per_epoch, abstract=True),
+                                   with_optimizer)
+  except checkpoint.OtherOptimizer:
+    saved, current = meta["config"], json.loads(exp.config.to_json())
+    fields = [f"{section}.{k}" for section in ("optimizer", "schedule") for k in current[section]]
+    diffs = config_diffs(saved, current, [*fields, "model.freeze_backbone"])
+    raise UserError(
+        f"the optimizer state in the checkpoint at step {step} in {exp.workdir} does not fit "
+        "this config's optimizer:\n  " + "\n  ".join(
+            diffs or ["(the same optimizer settings: saved by another optax version?)"])
+        + "\nResume with the optimizer and schedule it was trained with, or use a fresh "
+        "--workdir.") from None
 
 
 def first_intact(ckpts: checkpoint.Checkpoints, steps: list[int],

@@ -78,14 +78,22 @@ def _schedule(config: ml_collections.ConfigDict, peak: float, steps_per_epoch: i
   raise ValueError(f"unknown schedule.name {s.name!r}; choose 'constant' or 'cosine'")
 
 
-def _adam(config: ml_collections.ConfigDict, lr) -> optax.GradientTransformation:
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def _base_optimizer(config: ml_collections.ConfigDict, lr) -> optax.GradientTransformation:
+  """Adam; AdamW (decoupled decay); or SGD with Nesterov momentum and the decay added to the
+  gradient (torch.optim.SGD's). Decay is on weight matrices and kernels, not biases / norms."""
   o = config.optimizer
+  decayed = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
   if o.name == "adam":
     return optax.adam(lr, b1=o.b1, b2=o.b2)
-  if o.name == "adamw":  # decoupled decay on weight matrices and kernels, not on biases / norms
-    return optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
-                       mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
-  raise ValueError(f"unknown optimizer.name {o.name!r}; choose 'adam' or 'adamw'")
+  if o.name == "adamw":
+    return optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=decayed)
+  if o.name == "sgd":
+    return optax.chain(optax.add_decayed_weights(o.weight_decay, mask=decayed),
+                       optax.sgd(lr, momentum=o.momentum, nesterov=True))
+  raise ValueError(f"unknown optimizer.name {o.name!r}; choose one of {OPTIMIZERS}")
 
 
 def param_labels(params) -> dict:
@@ -96,13 +104,13 @@ def param_labels(params) -> dict:
 
 def make_optimizer(config: ml_collections.ConfigDict,
                    steps_per_epoch: int) -> optax.GradientTransformation:
-  """Adam or AdamW, optional warm-up / cosine decay, clipping, and for fine-tuning a
+  """Adam, AdamW or SGD, optional warm-up / cosine decay, clipping, and for fine-tuning a
   separate head learning rate or a frozen backbone (optax.multi_transform)."""
   o, m = config.optimizer, config.model
-  tx = _adam(config, _schedule(config, o.learning_rate, steps_per_epoch))
+  tx = _base_optimizer(config, _schedule(config, o.learning_rate, steps_per_epoch))
   if m.freeze_backbone or o.head_learning_rate > 0:
     head_lr = o.head_learning_rate or o.learning_rate
-    head = _adam(config, _schedule(config, head_lr, steps_per_epoch))
+    head = _base_optimizer(config, _schedule(config, head_lr, steps_per_epoch))
     backbone = optax.set_to_zero() if m.freeze_backbone else tx
     tx = optax.multi_transform({"head": head, "backbone": backbone}, param_labels)
   if o.grad_clip_norm > 0:

@@ -323,6 +323,18 @@ def test_checkpoint_from_another_config_is_refused(trained, tiny_data_dir):
     assert json.load(f)["model"]["kwargs"]["hidden"] == 16
 
 
+def test_resuming_with_another_optimizer_is_refused(trained, tiny_data_dir):
+  """Not 'no intact checkpoint': the model state reads back, the optimizer's does not fit."""
+  workdir, _ = trained
+  proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+                  *tiny_overrides(tiny_data_dir, num_epochs=4, optimizer__name="sgd")],
+                 check=False)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert "does not fit this config's optimizer" in proc.stderr
+  assert "optimizer.name: checkpoint 'adam', config 'sgd'" in proc.stderr
+  assert not glob.glob(os.path.join(workdir, "checkpoints", "*.damaged*"))  # none set aside
+
+
 def test_the_test_split_is_scored_once_by_default(tiny_data_dir, tmp_path):
   workdir = str(tmp_path / "once")
   proc = run_cli(["--config", "configs/demo.py", "--workdir", workdir,

@@ -41,6 +41,7 @@ def test_every_config_loads_and_validates(path):
     ("model.name", "vgg99", "unknown model.name"),
     ("model.dtype", "float8", "unknown model.dtype"),
     ("model.dropout_rate", 1.0, "dropout_rate"),
+    ("optimizer.name", "sgdm", "optimizer.name must be one of adam, adamw, sgd"),
 ])
 def test_validate_names_the_bad_field(field, value, message):
   config = _load(os.path.join(ROOT, "configs", "default.py"))
@@ -51,6 +52,21 @@ def test_validate_names_the_bad_field(field, value, message):
   node[leaf] = value
   with pytest.raises(experiment.UserError, match=message):
     experiment.validate(config)
+
+
+def test_sgd_has_nesterov_momentum_and_decays_kernels_not_biases():
+  """optimizer.name=sgd: torch.optim.SGD(nesterov=True)'s first step, (1 + momentum) times
+  the gradient plus weight_decay times the weight, with no decay on biases."""
+  config = _load(os.path.join(ROOT, "configs", "default.py"))
+  o = config.optimizer
+  o.name, o.learning_rate, o.weight_decay, o.momentum = "sgd", 0.1, 0.01, 0.9
+  tx = train.make_optimizer(config, steps_per_epoch=10)
+  params = {"dense": {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.full((3,), 2.0)}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates["dense"]["kernel"], -0.1 * 1.9 * (0.5 + 0.01 * 2.0),
+                             rtol=1e-6)
+  np.testing.assert_allclose(updates["dense"]["bias"], -0.1 * 1.9 * 0.5, rtol=1e-6)
 
 
 class _BNNet(nn.Module):
