@@ -14,7 +14,7 @@ the weights (decay 0.99) and average each poster's and its mirror image's probab
 
 Every choice was made on the validation split (moviegenre-dev, top 5 genres, best
 checkpoint by validation mAP; seed 0 unless said):
-  - this recipe, as above (seed 0)                                  validation mAP 0.483
+  - this recipe, as above (3 seeds)                    validation mAP 0.480 (0.476-0.483)
   - the previous recipe: the same network at 144x96, 90% crops and
     flips only, 15 epochs (3 seeds)                                  0.474 (0.471-0.479)
   Changes to that previous recipe:
@@ -35,14 +35,15 @@ A larger input, a wider ResNet, mixup and label smoothing did not help it either
     (`convs_per_stage=(1, 1, 1, 1, 2)`): each behind the previous recipe's own run at the
     epoch it was stopped (7, 7 and 4 of 15: 0.435, 0.439, 0.416 against 0.448, 0.448, 0.428)
 
-Expected on the test split (1,260 posters; seed 0, best checkpoint: epoch 19): mAP 0.455,
-macro ROC-AUC 0.673, OF1 at the validation-tuned threshold 0.573, against the constant
-predictor's OF1 0.534 and prevalence mAP 0.294; the previous recipe's 3 seeds: mAP 0.442
-(0.438-0.447), ROC-AUC 0.672 (0.669-0.674), OF1 0.566 (0.564-0.569). The README's "Learning
-from scratch" has the table and the baselines. On a quiet 2-core AMD Zen 3 (no AVX-512)
-training steps run at 56 images/s, about 40 minutes for the run; the previous recipe took 45
-there and 18-20 minutes (1,065 and 1,206 s) on a 2-core Zen 4, where this one, at 7% less
-step time on Zen 3, was not measured.
+Expected on the test split (1,260 posters; best checkpoint; 3 seeds, mean and range): mAP
+0.456 (0.454-0.460), macro ROC-AUC 0.675 (0.673-0.679), OF1 at the validation-tuned threshold
+0.569 (0.563-0.573), against the constant predictor's OF1 0.534 and prevalence mAP 0.294; the
+previous recipe's 3 seeds: mAP 0.442 (0.438-0.447), ROC-AUC 0.672 (0.669-0.674), OF1 0.566
+(0.564-0.569). Validation picked epochs 19, 26 and 14 (validation mAP 0.483, 0.476, 0.482).
+The README's "Learning from scratch" has the table and the baselines. Time for the command
+above: 1,575 s (26 minutes) on a quiet 2-core AMD EPYC without AVX-512 (training steps at
+about 90 images/s); about 40 minutes on a slower 2-core Zen 3 (56 images/s). The previous
+recipe took 18-20 minutes (1,065 and 1,206 s) on a 2-core Zen 4.
 """
 
 from configs import default
