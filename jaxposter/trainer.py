@@ -66,13 +66,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # The run ends with the test metrics of the checkpoint that eval, predict and export use.
   title = f"Test metrics after epoch {config.num_epochs}"
   best_step = exp.checkpoints.best_step()
-  if best_step is not None:  # every process reads its record: Orbax restores in lockstep
-    meta = exp.checkpoints.restore_meta(best_step)
-    title = f"Test metrics of the best checkpoint, {best_line(exp.checkpoints, meta)}"
-    if best_step != step:
-      best = load_state(exp, best_step, meta, steps_per_epoch, with_optimizer=False)
-      test = evaluate.evaluate_split(exp, exp.steps.place_state(best), "test",
-                                     meta["thresholds"])
+  try:  # every process reads the best step's record: Orbax restores in lockstep
+    if best_step is not None:
+      meta = exp.checkpoints.restore_meta(best_step)
+      if best_step != step:
+        best = load_state(exp, best_step, meta, steps_per_epoch, with_optimizer=False)
+        test = evaluate.evaluate_split(exp, exp.steps.place_state(best), "test",
+                                       meta["thresholds"])
+      title = f"Test metrics of the best checkpoint, {best_line(exp.checkpoints, meta)}"
+  except checkpoint.DamagedCheckpoint as e:
+    if report.is_chief():
+      print(f"The best checkpoint (step {best_step}) does not read back ({e}); the last "
+            "epoch's test metrics follow.", flush=True)
   if report.is_chief():
     print(report.table(test, title), flush=True)
     print(f"Evaluate it again with: python launch.py --workdir {workdir} --mode eval",

@@ -210,10 +210,12 @@ def test_abandoned_orbax_tasks_are_not_logged_after_a_damaged_read():
   assert keep(record(os.path.join("site-packages", "mine", "x.py")))
 
 
+@pytest.mark.parametrize("damaged", [False, True])
 def test_a_run_ends_with_the_best_checkpoints_test_metrics(tiny_data_dir, tmp_path, monkeypatch,
-                                                          capsys):
+                                                          capsys, damaged):
   """Training ends with the test metrics of the checkpoint eval and predict use (the best by
-  validation), not of its last epoch: here epoch 1 is made the best of 3."""
+  validation), not of its last epoch: here epoch 1 is made the best of 3. If that checkpoint
+  does not read back, the run still ends, with the last epoch's, and says so."""
   from jaxposter import trainer
   from tests.conftest import tiny_config
   real, seen = checkpoint.checkpoint_metrics, []
@@ -223,13 +225,23 @@ def test_a_run_ends_with_the_best_checkpoints_test_metrics(tiny_data_dir, tmp_pa
     return {**real(val), "val_mAP": 1.0 - seen.index(val["mAP"])}
 
   monkeypatch.setattr(checkpoint, "checkpoint_metrics", first_is_best)
+  if damaged:  # only the end of the run restores without the optimizer state
+    def unreadable(self, step, target, with_optimizer=True):
+      raise checkpoint.DamagedCheckpoint("OSError: truncated")
+    monkeypatch.setattr(checkpoint.Checkpoints, "restore", unreadable)
   config = tiny_config(tiny_data_dir)
   config.num_epochs = 3
   result = trainer.train_and_evaluate(config, str(tmp_path / "w"))
   with open(tmp_path / "w" / "metrics.jsonl") as f:
     logged = [json.loads(line)["test"] for line in f]
   assert logged[0]["mAP"] != logged[2]["mAP"]
+  expected = logged[2] if damaged else logged[0]
   for k in ("OF1", "mAP", "ROC_AUC", "loss"):
-    assert result[k] == pytest.approx(logged[0][k], rel=1e-5, abs=1e-6), k
-  assert result["tuned"] == logged[0]["tuned"]  # with the thresholds tuned at epoch 1
-  assert "Test metrics of the best checkpoint, by validation mAP" in capsys.readouterr().out
+    assert result[k] == pytest.approx(expected[k], rel=1e-5, abs=1e-6), k
+  assert result["tuned"] == expected["tuned"]  # with the thresholds tuned at that epoch
+  printed = capsys.readouterr().out
+  if damaged:
+    assert "The best checkpoint (step 6) does not read back (OSError: truncated)" in printed
+    assert "Test metrics after epoch 3" in printed
+  else:
+    assert "Test metrics of the best checkpoint, by validation mAP" in printed
