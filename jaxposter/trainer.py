@@ -67,12 +67,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   title = f"Test metrics after epoch {config.num_epochs}"
   best_step = exp.checkpoints.best_step()
   try:  # every process reads the best step's record: Orbax restores in lockstep
-    if best_step is not None:
-      meta = exp.checkpoints.restore_meta(best_step)
-      if best_step != step:
-        best = load_state(exp, best_step, meta, steps_per_epoch, with_optimizer=False)
-        test = evaluate.evaluate_split(exp, exp.steps.place_state(best), "test",
-                                       meta["thresholds"])
+    meta = exp.checkpoints.restore_meta(best_step) if best_step is not None else None
+    if meta and best_step != step:
+      best = load_state(exp, best_step, meta, steps_per_epoch, with_optimizer=False)
+      test = evaluate.evaluate_split(exp, exp.steps.place_state(best), "test",
+                                     meta["thresholds"])
+    if meta:
       title = f"Test metrics of the best checkpoint, {best_line(exp.checkpoints, meta)}"
   except checkpoint.DamagedCheckpoint as e:
     if report.is_chief():

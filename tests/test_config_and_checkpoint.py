@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from jaxposter import checkpoint, experiment, parallel, train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_config
 
 
 def _load(path):
@@ -217,7 +217,6 @@ def test_a_run_ends_with_the_best_checkpoints_test_metrics(tiny_data_dir, tmp_pa
   validation), not of its last epoch: here epoch 1 is made the best of 3. If that checkpoint
   does not read back, the run still ends, with the last epoch's, and says so."""
   from jaxposter import trainer
-  from tests.conftest import tiny_config
   real, seen = checkpoint.checkpoint_metrics, []
 
   def first_is_best(val):  # epoch 1 scores 1, epoch 2 scores 0, epoch 3 -1
