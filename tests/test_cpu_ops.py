@@ -46,10 +46,30 @@ def test_patches_conv_equals_lax_in_outputs_and_gradients(h, w, cin, cout, kerne
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_ordinary_maps_and_1x1_convs_stay_on_lax():
+def test_ordinary_maps_and_1x1_convs_take_no_patches():
   assert not cpu_ops.takes_patches((8, 36, 24, 32), (3, 3, 32, 32), (1, 1), [(1, 1)] * 2)
   assert not cpu_ops.takes_patches((8, 3, 2, 64), (1, 1, 64, 64), (1, 1), [(0, 0)] * 2)
   assert not cpu_ops.takes_patches((8, 3, 2, 64), (3, 3, 64, 64), (1, 1), "SAME")
+
+
+@pytest.mark.parametrize("h, w, stride", [(6, 4, 1), (7, 5, 2), (6, 4, 2), (1, 1, 1)])
+def test_pointwise_conv_equals_lax_in_outputs_and_gradients(h, w, stride):
+  """1x1 convs (ResNet bottlenecks and strided shortcuts) as one matmul over the pixels."""
+  kx, kk, kg = jax.random.split(jax.random.key(h * 10 + w + stride), 3)
+  x = jax.random.normal(kx, (3, h, w, 16))
+  k = jax.random.normal(kk, (1, 1, 16, 24)) / 4
+  assert cpu_ops.is_pointwise(k.shape, [(0, 0)] * 2)
+  assert not cpu_ops.is_pointwise(k.shape, [(1, 1)] * 2)
+  assert not cpu_ops.is_pointwise((3, 3, 16, 24), [(0, 0)] * 2)
+  ours = lambda a, b: cpu_ops.conv_general_dilated(a, b, (stride, stride), "VALID",
+                                                   dimension_numbers=NHWC)
+  y, ours_vjp = jax.vjp(jax.jit(ours), x, k)
+  y_ref, plain_vjp = jax.vjp(lambda a, b: _plain(a, b, stride, 0), x, k)
+  assert "conv" not in jax.jit(ours).lower(x, k).as_text()  # the matmul route was taken
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  g = jax.random.normal(kg, y.shape)
+  for a, b in zip(ours_vjp(g), plain_vjp(g)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_a_flax_conv_through_it_has_the_same_parameters_and_outputs():
