@@ -65,7 +65,9 @@ def record_calls(loop):
   exp, state = loop.exp, loop.state
   g = exp.geom
   x = jnp.zeros((loop.batch["image"].shape[0], g.height, g.width, 3), jnp.float32)
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  variables = {"params": state.params}
+  if state.batch_stats:  # models without BatchNorm (the paper's CNN) have none
+    variables["batch_stats"] = state.batch_stats
   with nn.intercept_methods(interceptor):
     jax.eval_shape(lambda v: exp.model.apply(v, x, train=True, mutable=["batch_stats"],
                                              rngs={"dropout": jax.random.key(0)}), variables)
