@@ -24,8 +24,9 @@ the config's `cpu_filter_grad`).
 
 Pointwise (1x1) convolutions: XLA:CPU runs them as convolutions, 1.2-3x slower forward and
 backward than the same product as a matmul (ResNet50's 1x1 convs at batch 8, one device,
-AMD Zen 4: 56x56 64->256 49 ms against 16 ms). `pointwise_conv` computes them as one matmul
-over the (strided) pixels, on the CPU only; its gradients are matmuls too.
+AMD Zen 4: 56x56 64->256 49 ms against 16 ms). They take `patches_conv` too, on the CPU
+only: for a 1x1 kernel its patches are the (strided) pixels themselves, so it is one matmul
+over them, and its gradients are matmuls too.
 
 Max pooling: XLA differentiates `reduce_window` max with `select_and_scatter`, which XLA:CPU
 runs 7-20x slower than PyTorch's max-pool backward (the ResNet stem's 3x3/2 pool at 144x96,
@@ -68,7 +69,8 @@ def _windows(x: jax.Array, kernel_hw, strides, padding) -> list[jax.Array]:
   (kh, kw), (sh, sw) = kernel_hw, strides
   _, h, w, _ = x.shape
   ho, wo = _output_size(h, kh, sh, padding[0]), _output_size(w, kw, sw, padding[1])
-  x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+  if any(p for pair in padding for p in pair):  # 1x1 convs: none, the windows are x itself
+    x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
   return [x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
           for i in range(kh) for j in range(kw)]
 
@@ -93,14 +95,6 @@ def is_pointwise(kernel_shape, padding) -> bool:
   """Whether this NHWC conv is a 1x1 conv without padding: a matmul over the pixels."""
   return (jax.default_backend() == "cpu" and tuple(kernel_shape[:2]) == (1, 1)
           and not isinstance(padding, str) and all(p == 0 for pair in padding for p in pair))
-
-
-def pointwise_conv(x: jax.Array, kernel: jax.Array, strides, precision=None) -> jax.Array:
-  """An NHWC x HWIO 1x1 convolution without padding, as one matmul over the strided pixels."""
-  x = x[:, ::strides[0], ::strides[1], :]
-  n, h, w, cin = x.shape
-  y = jnp.dot(x.reshape(-1, cin), kernel.reshape(cin, -1), precision=precision)
-  return y.reshape(n, h, w, kernel.shape[-1])
 
 
 FILTER_GRAD_ROUTES = ("auto", "patches", "xla")
@@ -165,18 +159,16 @@ conv_patch_filter_grad.defvjp(_conv_fwd, _conv_bwd)
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          precision=None, **kwargs):
-  """`lax.conv_general_dilated`, through `pointwise_conv` for 1x1 convs and `patches_conv`
-  where XLA:CPU would crawl, and on
-  CPUs where XLA's filter gradients crawl, through `conv_patch_filter_grad`. Only plain NHWC
-  convolutions (flax's layout) take either route."""
+  """`lax.conv_general_dilated`, through `patches_conv` for 1x1 convs and where XLA:CPU would
+  crawl, and on CPUs where XLA's filter gradients crawl, through `conv_patch_filter_grad`.
+  Only plain NHWC convolutions (flax's layout) take either route."""
   plain = (feature_group_count == 1 and not kwargs and lhs.ndim == 4
            and all(d == 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1)))
            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC)
   if plain and isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-  if plain and is_pointwise(rhs.shape, padding):
-    return pointwise_conv(lhs, rhs, window_strides, precision)
-  if plain and takes_patches(lhs.shape, rhs.shape, window_strides, padding):
+  if plain and (is_pointwise(rhs.shape, padding)
+                or takes_patches(lhs.shape, rhs.shape, window_strides, padding)):
     return patches_conv(lhs, rhs, window_strides, padding, precision)
   if plain and jax.default_backend() == "cpu" and filter_grad_route() == "patches":
     return conv_patch_filter_grad(lhs, rhs, tuple(window_strides),
