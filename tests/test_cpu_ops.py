@@ -83,15 +83,20 @@ def test_a_flax_conv_through_it_has_the_same_parameters_and_outputs():
                              rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(2, 7, 5, 3), (2, 8, 6, 3), (1, 1, 2, 2)])
-def test_max_pool_matches_reduce_window(shape):
-  """The CPU's separable max pool: reduce_window's values, and its gradient where no ties."""
+@pytest.mark.parametrize("shape", [(2, 7, 5, 3), (2, 8, 6, 3), (1, 1, 2, 2), (1, 3, 2, 1)])
+@pytest.mark.parametrize("pool, window, pad", [(cpu_ops.max_pool_3x3_s2, 3, 1),
+                                               (cpu_ops.max_pool_2x2, 2, 0)])
+def test_max_pool_matches_reduce_window(shape, pool, window, pad):
+  """The CPU's separable max pools: reduce_window's values (floor mode: odd edges dropped),
+  and its gradient where no ties."""
   x = jax.random.normal(jax.random.key(0), shape)  # continuous: no ties
-  ref = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-  np.testing.assert_array_equal(cpu_ops.max_pool_3x3_s2(x), ref(x))
+  ref = lambda x: nn.max_pool(x, (window, window), strides=(2, 2), padding=((pad, pad),) * 2)
+  np.testing.assert_array_equal(pool(x), ref(x))
   g = jax.random.normal(jax.random.key(1), ref(x).shape)
   grad = lambda f: jax.vjp(f, x)[1](g)[0]
-  np.testing.assert_allclose(grad(cpu_ops.max_pool_3x3_s2), grad(ref), atol=1e-6)
+  np.testing.assert_allclose(grad(pool), grad(ref), atol=1e-6)
+  assert "select_and_scatter" not in jax.jit(lambda x: jax.vjp(pool, x)[1](g)[0]).lower(x).as_text()
+  assert "select_and_scatter" in jax.jit(lambda x: jax.vjp(ref, x)[1](g)[0]).lower(x).as_text()
 
 
 FILTER_GRAD_SHAPES = [  # (input H, W, Cin, Cout, kernel, stride, padding)
@@ -136,6 +141,22 @@ def test_the_filter_grad_route_is_chosen_by_the_environment(monkeypatch, route):
                                rtol=1e-5)
   finally:
     cpu_ops.filter_grad_route.cache_clear()
+
+
+def test_auto_takes_the_matmul_filter_grad_only_where_xla_crawls_on_avx512(monkeypatch):
+  """On AVX-512 CPUs ("auto" stays per shape): 128+ output channels over 32k+ positions."""
+  monkeypatch.setattr(cpu_ops, "filter_grad_route", lambda: "auto")
+  same = ((1, 1), (1, 1))
+  assert cpu_ops.patch_filter_grad((16, 134, 91, 64), (3, 3, 64, 128), (1, 1), same)
+  assert cpu_ops.patch_filter_grad((64, 36, 24, 128), (3, 3, 128, 128), (1, 1), same)
+  assert not cpu_ops.patch_filter_grad((64, 36, 24, 128), (3, 3, 128, 128), (2, 2), same)
+  assert not cpu_ops.patch_filter_grad((16, 134, 91, 64), (3, 3, 64, 64), (1, 1), same)
+  assert not cpu_ops.patch_filter_grad((64, 18, 12, 128), (3, 3, 128, 128), (1, 1), same)
+  x, k = jnp.ones((2, 128, 128, 3)), jnp.ones((3, 3, 3, 128))  # 2 x 128 x 128 positions
+  for x, taken in ((x, True), (x[:, :64], False)):
+    grad = jax.grad(lambda k: cpu_ops.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                           dimension_numbers=NHWC).sum())
+    assert ("dot_general" in str(jax.make_jaxpr(grad)(k))) == taken
 
 
 def test_an_unknown_filter_grad_route_is_refused(monkeypatch):

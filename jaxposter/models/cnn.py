@@ -6,17 +6,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxposter.models import layers
-
-
-def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
-  """2x2/2 max pool as reshape-then-max (floor mode, like torch.nn.MaxPool2d(2)).
-
-  Measured ~40% faster than nn.max_pool on XLA:CPU; same result.
-  """
-  b, h, w, c = x.shape
-  x = x[:, : h // 2 * 2, : w // 2 * 2]
-  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+from jaxposter.models import cpu_ops, layers
 
 
 def adaptive_avg_pool(x: jnp.ndarray, out_hw: tuple[int, int]) -> jnp.ndarray:
@@ -93,5 +83,5 @@ class CustomCNN(nn.Module):
           x = norm(name=name.replace("conv", "bn"))(x)
         x = nn.relu(x)
       if i < len(self.features) - 1:
-        x = max_pool_2x2(x)
+        x = cpu_ops.max_pool_2x2(x)
     return x

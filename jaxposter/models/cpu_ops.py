@@ -18,9 +18,11 @@ for a 36x24 64->128 conv at batch 64, against 0.1 s forward. The same gradient a
 product per kernel tap (its input window, transposed, times the output gradient) takes 0.3 s.
 On such CPUs every other convolution gets that filter gradient (`conv_patch_filter_grad`);
 its forward and input gradient stay XLA's own, which are not slow. On AVX-512 CPUs (Zen 4)
-XLA's own filter gradient was measured as fast as the patches one, so it stays. `filter_grad_route`
-decides, overridden by JAXPOSTER_CPU_FILTER_GRAD=patches|xla (which launch.py sets from
-the config's `cpu_filter_grad`).
+XLA's own is as fast or faster for most shapes, and 2.5-3x slower for 128+ output channels
+over large maps (the paper CNN's second conv), which alone take the matmuls there
+(`patch_filter_grad`). `filter_grad_route` decides, overridden by
+JAXPOSTER_CPU_FILTER_GRAD=patches|xla (which launch.py sets from the config's
+`cpu_filter_grad`).
 
 Pointwise (1x1) convolutions: XLA:CPU runs them as convolutions, 1.2-3x slower forward and
 backward than the same product as a matmul (ResNet50's 1x1 convs at batch 8, one device,
@@ -30,9 +32,12 @@ over them, and its gradients are matmuls too.
 
 Max pooling: XLA differentiates `reduce_window` max with `select_and_scatter`, which XLA:CPU
 runs 7-20x slower than PyTorch's max-pool backward (the ResNet stem's 3x3/2 pool at 144x96,
-batch 64: 0.6-0.8 s of a ~4 s step on one core). `max_pool_3x3_s2` computes the same pool as
-elementwise maxima of strided slices, one spatial axis after the other, whose gradient is
-elementwise too: 4-20x faster there (`bench/bench_ops.py`). Where values tie, the gradient
+batch 64: 0.6-0.8 s of a ~4 s step on one core). `max_pool_3x3_s2` and `max_pool_2x2`
+compute the same pools as elementwise maxima of strided slices, one spatial axis after the
+other, whose gradient is elementwise too: 4-20x faster there (`bench/bench_ops.py`). For the
+paper CNN's 2x2 pools after ReLU at 268x182 (batch 16, 64 channels) ReLU + pool forward and
+backward take 256 ms against 1,125 ms through `reduce_window` and 387 ms as a reshape and a
+max over the window axes. Where values tie, the gradient
 is shared among them instead of going to one; both are valid subgradients.
 """
 
@@ -102,7 +107,8 @@ FILTER_GRAD_ROUTES = ("auto", "patches", "xla")
 
 @functools.cache
 def filter_grad_route() -> str:
-  """"patches" or "xla": who computes convolution filter gradients on this CPU."""
+  """"auto", "patches" or "xla": who computes convolution filter gradients on this CPU
+  ("auto": per convolution, `patch_filter_grad`)."""
   route = os.environ.get(FILTER_GRAD_VAR, "auto") or "auto"
   if route not in FILTER_GRAD_ROUTES:
     *others, last = FILTER_GRAD_ROUTES
@@ -110,10 +116,28 @@ def filter_grad_route() -> str:
   if route == "auto":
     try:
       with open("/proc/cpuinfo") as f:
-        route = "xla" if " avx512f" in f.read() else "patches"
+        route = "auto" if " avx512f" in f.read() else "patches"
     except OSError:  # not Linux: no measurement says XLA's is fine there
       route = "patches"
   return route
+
+
+def patch_filter_grad(input_shape, kernel_shape, strides, padding) -> bool:
+  """Whether the CPU computes this (plain NHWC) conv's filter gradient as per-tap matmuls.
+  On AVX-512 CPUs XLA's own stays, except for 128+ output channels over 32k+ output
+  positions, where it drops to 14-18 GFLOP/s against the matmuls' 37-46 (3x3 convs on one
+  Zen 4 core: 64->128 or 128->128 at 96x64 to 134x91, batch 16, or 36x24 to 48x32, batch
+  64; below that, and with 64 or fewer output channels, XLA's is as fast or up to 3x faster)."""
+  if jax.default_backend() != "cpu":
+    return False
+  route = filter_grad_route()
+  if route != "auto":
+    return route == "patches"
+  n, h, w, _ = input_shape
+  kh, kw, _, cout = kernel_shape
+  positions = (n * _output_size(h, kh, strides[0], padding[0])
+               * _output_size(w, kw, strides[1], padding[1]))
+  return cout >= 128 and positions >= 2 ** 15
 
 
 def _plain_conv(x, kernel, strides, padding, precision):
@@ -170,7 +194,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   if plain and (is_pointwise(rhs.shape, padding)
                 or takes_patches(lhs.shape, rhs.shape, window_strides, padding)):
     return patches_conv(lhs, rhs, window_strides, padding, precision)
-  if plain and jax.default_backend() == "cpu" and filter_grad_route() == "patches":
+  if plain and patch_filter_grad(lhs.shape, rhs.shape, window_strides, padding):
     return conv_patch_filter_grad(lhs, rhs, tuple(window_strides),
                                   tuple(tuple(p) for p in padding), precision)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
@@ -179,21 +203,32 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                                   **kwargs)
 
 
-def _max_pool_1d(x: jax.Array, axis: int) -> jax.Array:
-  """Max over windows of 3 with stride 2 and padding 1 along `axis`, as elementwise maxima."""
-  size = x.shape[axis]
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = (1, 1)
-  x = jnp.pad(x, pad, constant_values=-jnp.inf)
-  out = _output_size(size, 3, 2, (1, 1))
-  a, b, c = (lax.slice_in_dim(x, i, i + 2 * (out - 1) + 1, 2, axis) for i in range(3))
-  return jnp.maximum(jnp.maximum(a, b), c)
+def _max_pool_1d(x: jax.Array, axis: int, window: int, pad: int) -> jax.Array:
+  """Max over windows of `window` with stride 2 and `pad` on both sides along `axis` (floor
+  mode), as elementwise maxima of strided slices."""
+  if pad:
+    pads = [(0, 0)] * x.ndim
+    pads[axis] = (pad, pad)
+    x = jnp.pad(x, pads, constant_values=-jnp.inf)
+  out = _output_size(x.shape[axis], window, 2, (0, 0))
+  return functools.reduce(jnp.maximum, (lax.slice_in_dim(x, i, i + max(2 * out - 1, 0), 2, axis)
+                                        for i in range(window)))  # out == 0: empty
+
+
+def _max_pool(x: jax.Array, window: int, pad: int) -> jax.Array:
+  """NHWC max pool, `window` x `window`, stride 2: on the CPU through separable elementwise
+  maxima, elsewhere through `reduce_window`."""
+  if jax.default_backend() == "cpu":
+    return _max_pool_1d(_max_pool_1d(x, 2, window, pad), 1, window, pad)
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1), (1, 2, 2, 1),
+                           ((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-  """NHWC `torch.nn.MaxPool2d(3, stride=2, padding=1)` (padding never wins the max); on the
-  CPU through separable elementwise maxima, elsewhere through `reduce_window`."""
-  if jax.default_backend() == "cpu":
-    return _max_pool_1d(_max_pool_1d(x, 2), 1)
-  return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
-                           ((0, 0), (1, 1), (1, 1), (0, 0)))
+  """NHWC `torch.nn.MaxPool2d(3, stride=2, padding=1)` (padding never wins the max)."""
+  return _max_pool(x, 3, 1)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """NHWC `torch.nn.MaxPool2d(2)` (floor mode: an odd last row or column is dropped)."""
+  return _max_pool(x, 2, 0)
