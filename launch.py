@@ -12,8 +12,12 @@ import os
 import re
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+if __name__ == "__main__":
+  from jaxposter import runtime  # imports no jax
+  runtime.run_with_huge_pages()  # glibc reads its settings at start: may run launch.py again
+
+from absl import app, flags, logging  # pylint: disable=wrong-import-position
+from ml_collections import config_flags  # pylint: disable=wrong-import-position
 
 config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/demo.py.",
                                 lock_config=True)

@@ -61,3 +61,37 @@ def test_configure_passes_a_chosen_filter_grad_route_and_leaves_auto_to_cpu_ops(
   monkeypatch.setenv(runtime.FILTER_GRAD_VAR, "patches")  # the environment wins, as for XLA_FLAGS
   runtime.configure(1, (64,), "", "xla")
   assert os.environ[runtime.FILTER_GRAD_VAR] == "patches"
+
+
+@pytest.mark.parametrize("environ, platform, thp, expected", [
+    ({}, "linux", "always [madvise] never", "glibc.malloc.hugetlb=1"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "linux", "[always] madvise never",
+     "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),  # the user's own tunables kept
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "linux", "always [madvise] never", None),
+    ({}, "linux", "always madvise [never]", None),  # the kernel gives none
+    ({}, "linux", None, None),  # no transparent huge pages at all
+    ({}, "darwin", "always [madvise] never", None),
+])
+def test_huge_page_env(tmp_path, environ, platform, thp, expected):
+  setting = tmp_path / "enabled"
+  if thp is not None:
+    setting.write_text(thp + "\n")
+  env = runtime.huge_page_env({"HOME": "/h", **environ}, platform, str(setting))
+  assert (env if env is None else env["GLIBC_TUNABLES"]) == expected
+  if env is not None:
+    assert env["HOME"] == "/h"
+
+
+def test_launch_runs_itself_again_with_huge_pages(tmp_path):
+  """launch.py's command runs again, once, with the tunable set, its flags intact; a
+  sitecustomize reports the tunables each interpreter starts with."""
+  if runtime.huge_page_env({}) is None:
+    pytest.skip("no transparent huge pages here (or not Linux): launch.py runs once")
+  (tmp_path / "sitecustomize.py").write_text(
+      "import os, sys\nprint('start', os.environ.get('GLIBC_TUNABLES'), file=sys.stderr)\n")
+  workdir = str(tmp_path / "none")
+  result = run_cli(["--workdir", workdir, "--mode", "eval"], check=False,
+                   env_extra={"PYTHONPATH": str(tmp_path), "GLIBC_TUNABLES": ""})
+  starts = [line for line in result.stderr.splitlines() if line.startswith("start ")]
+  assert starts == ["start ", f"start {runtime.HUGE_PAGES}"]
+  assert result.returncode == 2 and workdir in result.stderr  # still told what is missing
