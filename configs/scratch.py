@@ -45,10 +45,12 @@ previous recipe's 3 seeds: mAP 0.442 (0.438-0.447), ROC-AUC 0.672 (0.669-0.674),
 On all 21 genres with 100+ posters (--config.data.top_k=0 --config.data.min_count=100; seed
 0): mAP 0.218 against prevalence 0.112, ROC-AUC 0.680 (the previous recipe: 0.208, 0.665).
 The README's "Learning from scratch" has the table and the baselines. Time for the command
-above: 1,269 s (21 minutes) on a quiet 2-core AMD EPYC Zen 4 with AVX-512 (training steps at
-105-125 images/s; seed 0 rerun there: test mAP 0.454, ROC-AUC 0.673, OF1 @t 0.572), 1,575 s
-(26 minutes) on a 2-core EPYC without AVX-512 (about 95 images/s); about 40 minutes on a slower 2-core Zen 3 (56 images/s). The previous
-recipe took 18-20 minutes (1,065 and 1,206 s) on a 2-core Zen 4.
+above: 973 s (16 minutes) on a quiet 2-core AMD EPYC Zen 4 with AVX-512 (training steps at
+160-176 images/s with glibc's malloc on huge pages, which launch.py sets; seed 0 rerun there:
+test mAP 0.453, ROC-AUC 0.673, OF1 @t 0.570). Before the huge pages: 1,269 s (21 minutes)
+there, 1,575 s (26 minutes) on a 2-core EPYC without AVX-512 (about 95 images/s), about 40
+minutes on a slower 2-core Zen 3 (56 images/s). The previous recipe took 18-20 minutes
+(1,065 and 1,206 s) on a 2-core Zen 4.
 """
 
 from configs import default
