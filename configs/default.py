@@ -115,8 +115,8 @@ def get_config() -> ml_collections.ConfigDict:
   # the batch sizes); XLA:CPU runs devices side by side (jaxposter/runtime.py)
   c.cpu_devices = 0
   # CPU only: who computes convolution filter gradients (jaxposter/models/cpu_ops.py): "auto"
-  # (XLA's own on AVX-512 CPUs, patches + matmul elsewhere, 2x faster steps on AMD Zen 3),
-  # "patches" or "xla"
+  # (XLA's own on AVX-512 CPUs but for 128+ output channels over large maps, patches + matmul
+  # elsewhere, 2x faster steps on AMD Zen 3), "patches" or "xla"
   c.cpu_filter_grad = "auto"
   c.compilation_cache = "~/.cache/jaxposter/xla"  # compiled programs kept on disk; "" = off
 
