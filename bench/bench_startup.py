@@ -17,6 +17,13 @@ Recorded 2026-12-02, 2-core AMD EPYC without AVX-512 (Zen 3), quiet, `--runs 2`:
 to the first step's line. A py-spy profile of a warm launch: ~2.8 s of it in imports and ~3.5 s
 in tracing and lowering the train step, which the persistent cache does not skip (it keys on
 the lowered program).
+
+Recorded 2026-12-03, 2-core Zen 4 (noisier that day: the scratch step ran 1.2x slower than
+two hours before), `--runs 2` alternately without and with glibc's malloc on huge pages
+(GLIBC_TUNABLES=glibc.malloc.hugetlb=0, then as launch.py runs): warm 13.2 -> 15.6 s and
+15.3 -> 17.8 s (cold 26.4 -> 28.6, 33.3 -> 32.7). The first step faults its buffers in as
+2 MB pages, 1.3-2.4 s slower; the steps after it are ~1.2x faster (3.0-3.4 against 3.7-4.4
+s), so the launch is even by the third step or so.
 """
 
 import argparse
