@@ -16,7 +16,7 @@ GBs: every activation of a train step) and glibc maps such blocks fresh from the
 and unmaps them when freed, so every step faults every page of it in again, 4 KB at a time:
 64k faults a step for the scratch CNN, 390k (1.3 GB) for the paper's CNN at 268x182, a
 fifth of the step. With glibc's `glibc.malloc.hugetlb=1` those blocks take transparent huge
-pages (2 MB, where the kernel offers them on request, `madvise`): train steps 1.1-1.3x
+pages (2 MB, where the kernel offers them on request, `madvise`): train steps 1.1-1.5x
 faster on a 2-core Zen 4 (bench/bench_vs_torch.py). glibc reads it only at process start,
 so `launch.py` runs itself again with it (`huge_page_env`); a GLIBC_TUNABLES that already
 names it (`glibc.malloc.hugetlb=0` to opt out) is left alone.

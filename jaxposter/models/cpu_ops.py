@@ -57,9 +57,13 @@ def _output_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> i
   return (size + pad[0] + pad[1] - kernel) // stride + 1
 
 
+def _unpadded(padding) -> bool:
+  return not any(p for pair in padding for p in pair)
+
+
 def takes_patches(input_shape, kernel_shape, strides, padding) -> bool:
-  """Whether `conv_general_dilated` computes this NHWC conv as patches + matmul (on CPU)."""
-  if jax.default_backend() != "cpu" or isinstance(padding, str):
+  """Whether `conv_general_dilated` computes this NHWC conv as patches + matmul on the CPU."""
+  if isinstance(padding, str):
     return False
   (_, h, w, _), (kh, kw, _, _) = input_shape, kernel_shape
   if kh == kw == 1:
@@ -74,7 +78,7 @@ def _windows(x: jax.Array, kernel_hw, strides, padding) -> list[jax.Array]:
   (kh, kw), (sh, sw) = kernel_hw, strides
   _, h, w, _ = x.shape
   ho, wo = _output_size(h, kh, sh, padding[0]), _output_size(w, kw, sw, padding[1])
-  if any(p for pair in padding for p in pair):  # 1x1 convs: none, the windows are x itself
+  if not _unpadded(padding):  # 1x1 convs: none, the windows are x itself
     x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
   return [x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
           for i in range(kh) for j in range(kw)]
@@ -97,9 +101,8 @@ def patches_conv(x: jax.Array, kernel: jax.Array, strides, padding, precision=No
 
 
 def is_pointwise(kernel_shape, padding) -> bool:
-  """Whether this NHWC conv is a 1x1 conv without padding: a matmul over the pixels."""
-  return (jax.default_backend() == "cpu" and tuple(kernel_shape[:2]) == (1, 1)
-          and not isinstance(padding, str) and all(p == 0 for pair in padding for p in pair))
+  """Whether this NHWC conv is a 1x1 conv without padding (pairs): a matmul over the pixels."""
+  return tuple(kernel_shape[:2]) == (1, 1) and _unpadded(padding)
 
 
 FILTER_GRAD_ROUTES = ("auto", "patches", "xla")
@@ -123,13 +126,11 @@ def filter_grad_route() -> str:
 
 
 def patch_filter_grad(input_shape, kernel_shape, strides, padding) -> bool:
-  """Whether the CPU computes this (plain NHWC) conv's filter gradient as per-tap matmuls.
+  """Whether the CPU computes this plain NHWC conv's filter gradient as per-tap matmuls.
   On AVX-512 CPUs XLA's own stays, except for 128+ output channels over 32k+ output
   positions, where it drops to 14-18 GFLOP/s against the matmuls' 37-46 (3x3 convs on one
   Zen 4 core: 64->128 or 128->128 at 96x64 to 134x91, batch 16, or 36x24 to 48x32, batch
   64; below that, and with 64 or fewer output channels, XLA's is as fast or up to 3x faster)."""
-  if jax.default_backend() != "cpu":
-    return False
   route = filter_grad_route()
   if route != "auto":
     return route == "patches"
@@ -185,8 +186,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          precision=None, **kwargs):
   """`lax.conv_general_dilated`, through `patches_conv` for 1x1 convs and where XLA:CPU would
   crawl, and on CPUs where XLA's filter gradients crawl, through `conv_patch_filter_grad`.
-  Only plain NHWC convolutions (flax's layout) take either route."""
-  plain = (feature_group_count == 1 and not kwargs and lhs.ndim == 4
+  Only plain NHWC convolutions (flax's layout) on the CPU take either route."""
+  plain = (jax.default_backend() == "cpu" and feature_group_count == 1 and not kwargs
+           and lhs.ndim == 4
            and all(d == 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1)))
            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC)
   if plain and isinstance(padding, str):
