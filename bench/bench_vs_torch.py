@@ -4,11 +4,11 @@
   python bench/bench_vs_torch.py                 # every model; long on 2 cores (DenseNet)
   python bench/bench_vs_torch.py --models resnet18 custom_cnn --steps 20
 
-For each model, in one process:
+For each model, in a process of its own:
   - jax: `exp.steps.train` from `experiment.setup` (bench/_common.TrainLoop) on a fixed
     random uint8 batch, the numpy batch placed on the devices each step. The CPU is split
-    into devices first as `launch.py` does it (jaxposter/runtime.py: one per core), so the
-    batch is split over them. The model's own config (configs/<name>.py) with the embedded
+    into devices first as `launch.py` splits it for that model's config (jaxposter/runtime.py:
+    its `cpu_devices`; by default one per core), so the batch is split over them. The model's own config (configs/<name>.py) with the embedded
     synthetic data set (its genres are the classes), no pretrained weights, "unit" input
     scaling; `scratch` keeps its on-device augmentation and weight average (EMA), which the
     torch step does not have (both are small next to the network).
@@ -84,12 +84,30 @@ step, in the same process, gets the huge pages too), jax / torch images/s:
   | scratch | 96x64, 64 | 129.8 / 215.5 = 0.60 | 195.1 / 253.2 = 0.77 | 1.50x |
 
   Against torch as it usually runs (without the tunable), jax with it: 0.79, 0.70, 0.66, 0.91.
+
+Recorded 2026-12-03 (later), same Zen 4, `--models resnet18 custom_cnn resnet50 scratch
+--steps 6`, before (every model in one process on 2 devices) and after each model ran in a
+process of its own, split as launch.py splits it for its config, and configs/custom_cnn.py
+set `cpu_devices=1`. jax / torch images/s:
+
+  | model | input, batch | before: 2 devices | after | devices after |
+  | resnet18 | 144x96, 64 | 37.8 / 52.2 = 0.72 | 37.2 / 56.2 = 0.66 | 2 |
+  | custom_cnn | 268x182, 16 | 4.7 / 9.1 = 0.52 | 9.0 / 10.7 = 0.84 | 1 |
+  | resnet50 | 224x224, 16 | 3.6 / 5.5 = 0.65 | 3.4 / 5.8 = 0.58 | 2 |
+  | scratch | 96x64, 64 | 161.4 / 193.7 = 0.83 | 152.2 / 220.8 = 0.69 | 2 |
+
+  The paper CNN's jax step went from 3.39 to 1.78 s. The other rows changed nothing but
+  the process; run again alternately (`--models resnet18 scratch`, twice each) they gave
+  0.67, 0.68 before and 0.68, 0.74 after (resnet18), 0.72, 0.74 and 0.82, 0.76 (scratch):
+  this machine's noise.
 """
 
 import argparse
 import dataclasses
-import gc
+import importlib
+import json
 import os
+import subprocess
 import sys
 import time
 
@@ -176,7 +194,7 @@ def table_row(r: dict, peak: float) -> list:
   def share(seconds):
     return f"{100 * r['flops'] / seconds / 1e9 / peak:.0f}%"
 
-  return [r["name"], f"{h}x{w}, {r['batch']}", f"{jax_ips:.1f}", f"{torch_ips:.1f}",
+  return [r["name"], f"{h}x{w}, {r['batch']}", r["devices"], f"{jax_ips:.1f}", f"{torch_ips:.1f}",
           f"{jax_ips / torch_ips:.2f}", share(r["jax_s"]), share(r["torch_s"])]
 
 
@@ -196,31 +214,50 @@ def parse_args():
                       help="untimed interleaved rounds after the compiling jax step")
   parser.add_argument("--threads", type=int, default=runtime.usable_cores(),
                       help="torch threads (default: the usable cores)")
+  parser.add_argument("--row", action="store_true", help=argparse.SUPPRESS)  # a model's process
   return parser.parse_args()
+
+
+def model_row(name: str, args) -> dict:
+  """In this process (run as `--row`, one model): the CPU split into devices as launch.py
+  splits it for the model's config (its `cpu_devices`, its batch), then the row."""
+  bench = BENCHES[name]
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+  config = importlib.import_module(f"configs.{bench.config}").get_config()  # imports no jax
+  runtime.configure(config.cpu_devices, (bench.batch,), runtime.DEFAULT_CACHE)
+  import jax  # pylint: disable=import-outside-toplevel
+  import _common  # pylint: disable=import-outside-toplevel  (imports jax)
+  torch.set_num_threads(args.threads)
+  return {**run_model(_common, name, args), "devices": jax.device_count(),
+          "jax": jax.__version__}
 
 
 def main():
   args = parse_args()
   runtime.run_with_huge_pages()  # as launch.py runs: glibc's malloc on huge pages, both steps
-  # As launch.py does it, before jax is imported: one CPU device per core dividing the batches.
-  runtime.configure(0, tuple(BENCHES[m].batch for m in args.models), runtime.DEFAULT_CACHE)
-  import jax  # pylint: disable=import-outside-toplevel
-  import _common  # pylint: disable=import-outside-toplevel  (imports jax)
-  torch.set_num_threads(args.threads)
-  peak = matmul_peak()
+  if args.row:
+    print(json.dumps(model_row(args.models[0], args)))
+    return
+  # Each model in a process of its own: the device split is fixed when jax starts, and one
+  # model's memory does not weigh on the next.
   rows = []
   for name in args.models:
-    rows.append(run_model(_common, name, args))
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--row", "--models", name,
+                            "--steps", str(args.steps), "--warmup", str(args.warmup),
+                            "--threads", str(args.threads)],
+                           stdout=subprocess.PIPE, text=True, check=True)
+    rows.append(json.loads(child.stdout.splitlines()[-1]))
     print(f"{name} done", file=sys.stderr, flush=True)
-    gc.collect()
-  print(f"jax {jax.__version__} on {jax.device_count()} CPU devices; torch {torch.__version__} "
+  torch.set_num_threads(args.threads)
+  peak = matmul_peak()
+  print(f"jax {rows[0]['jax']} on CPU devices as launch.py splits them; torch {torch.__version__} "
         f"with {args.threads} threads; f32 matmul peak {peak:.0f} GFLOP/s (best torch.mm "
         f"2048x2048); median of {args.steps} interleaved steps after {args.warmup} warm-up")
   print("\n".join(describe(r) for r in rows) + "\n")
+  import _common  # pylint: disable=import-outside-toplevel  (imports jax, starts no device)
   print(_common.markdown_table(
-      ["model", "input, batch", "jax img/s", "torch img/s", "ratio", "jax % of peak",
-       "torch % of peak"], [table_row(r, peak) for r in rows]))
-
+      ["model", "input, batch", "jax devices", "jax img/s", "torch img/s", "ratio",
+       "jax % of peak", "torch % of peak"], [table_row(r, peak) for r in rows]))
 
 if __name__ == "__main__":
   main()
