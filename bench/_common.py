@@ -29,15 +29,22 @@ def load_config(name: str, overrides: dict | None = None):
   return config
 
 
-def medians(fns: Sequence[Callable[[], None]], steps: int, warmup: int = 1) -> list[float]:
-  """Median seconds per call of each fn, calls interleaved so drifting load hits all alike."""
+def medians(fns: Sequence[Callable[[], None]], steps: int, warmup: int = 1,
+            block: int = 1) -> list[float]:
+  """Median seconds per call of each fn over `steps` timed calls, the fns taking turns (after
+  `warmup` untimed rounds) so drifting load hits all alike. With `block` > 1 each turn is
+  `block` calls and its first is not timed: that call pays for the switch (the other fn's
+  freed memory faulted in again, its caches), which back-to-back steps in training never see.
+  """
+  per_turn = block - 1 if block > 1 else 1
   times = [[] for _ in fns]
-  for i in range(warmup + steps):
+  for i in range(warmup + -(-steps // per_turn)):
     for fn, ts in zip(fns, times):
-      start = time.perf_counter()
-      fn()
-      if i >= warmup:
-        ts.append(time.perf_counter() - start)
+      for j in range(block):
+        start = time.perf_counter()
+        fn()
+        if i >= warmup and (j > 0 or block == 1):
+          ts.append(time.perf_counter() - start)
   return [statistics.median(ts) for ts in times]
 
 

@@ -13,7 +13,8 @@ op in torch (channels_last), interleaved, medians:
     XLA's own and patches + matmul; torch: conv2d and aten.convolution_backward);
   - BatchNorm forward + backward in training mode;
   - the optimizer update over the model's parameters (optax as configured; torch.optim);
-  - the whole train step (bench/_common.TrainLoop; torch_twins.TorchLoop), so the rest
+  - the whole train step (bench/_common.TrainLoop; torch_twins.TorchLoop; in turns of 3
+    steps, the first untimed, as bench_vs_torch times it), so the rest
     (pooling, ReLU, loss, placement, dropout, EMA) is the step minus the parts.
 Each op's time is multiplied by how often the model calls it. One device and `--threads`
 torch threads: per-core figures. Fusion inside the real step can make it cheaper than its
@@ -180,7 +181,8 @@ def profile(common, name: str, args) -> list:
   totals["optimizer update"] = common.medians(list(optimizer_ops(loop, tloop)), args.steps,
                                               args.warmup)
   loop.step()  # compiles
-  step = common.medians([loop.step, tloop.step], args.steps, args.warmup)
+  # Turns of 3 steps, the first untimed: it pays for the switch (bench_vs_torch's --block).
+  step = common.medians([loop.step, tloop.step], args.steps, warmup=0, block=3)
   parts = [sum(t[i] for t in totals.values()) for i in (0, 1)]
   totals["rest of the step"] = [step[0] - parts[0], step[1] - parts[1]]
   totals["whole step"] = step

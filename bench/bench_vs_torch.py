@@ -15,8 +15,13 @@ For each model, in a process of its own:
   - torch: the same architecture in plain eager torch (bench/torch_twins.py: channels_last,
     the config's dropout, Adam or AdamW as the config says, BCEWithLogitsLoss, train mode),
     the same batch, uint8 -> float / 255 inside the step like jaxposter's.
-The two steps alternate (one each, `--warmup` rounds untimed, after one compiling jax step),
-so a drifting load hits both alike. Columns: images per second from the median step time;
+The two steps take turns (after one compiling jax step and `--warmup` untimed rounds), so a
+drifting load hits both alike: `--block` steps a turn, the first not timed. That first step
+pays for the switch, not for its own work: the other framework has just freed gigabytes,
+and faulting them back in as huge pages (compacted on demand) made a jax ResNet50 step
+after a torch step 1-2.5 s slower than the 3.2-3.4 s of the next ones, while strict
+alternation (`--block 1`, how rows before 2026-12-03's last were taken) times only such
+steps: it understated jax by 15-25% on ResNet50. Columns: images per second from the median step time;
 ratio = jax / torch; % of peak = the step's FLOPs (XLA's cost analysis of the compiled jax
 step, used for both) per second over the best of a few 2048x2048 float32 `torch.mm` with
 `--threads` threads. Parameter counts of the two models are printed and must agree.
@@ -100,6 +105,24 @@ set `cpu_devices=1`. jax / torch images/s:
   the process; run again alternately (`--models resnet18 scratch`, twice each) they gave
   0.67, 0.68 before and 0.68, 0.74 after (resnet18), 0.72, 0.74 and 0.82, 0.76 (scratch):
   this machine's noise.
+
+Recorded 2026-12-03 (last), same Zen 4, in turns of 3 steps, the first untimed (`--block 3`,
+the default since), `--models resnet18 custom_cnn resnet50 scratch --steps 6`:
+
+  | model | input, batch | jax devices | jax / torch images/s | ratio |
+  | resnet18 | 144x96, 64 | 2 | 39.8 / 45.7 | 0.87 |
+  | custom_cnn | 268x182, 16 | 1 | 8.9 / 8.2 | 1.08 |
+  | resnet50 | 224x224, 16 | 2 | 4.3 / 5.6 | 0.77 |
+  | scratch | 96x64, 64 | 2 | 149.2 / 159.4 | 0.94 |
+
+  What moved is the measure, not the steps (but the paper CNN's, above). Alternately
+  `--block 1 --warmup 1` and `--block 3`, twice, `--models resnet18 scratch`: resnet18 0.67,
+  0.66 against 0.80, 0.76; scratch 0.70, 0.83 against 0.78, 0.77. Both sides move: jax's
+  steps after a torch step pay for the switch, and torch's steps run slower back to back
+  (ResNet18 45-49 images/s) than right after a jax step (55-56). In one process, ResNet50
+  steps back to back alone took jax 2.94-3.19 s and torch 2.53-2.62 s (0.84), strictly
+  alternated 3.56-3.66 and 2.46-2.53 (0.69). Training runs each framework's steps back to
+  back, which turns of 3 measure.
 """
 
 import argparse
@@ -181,7 +204,7 @@ def run_model(common, name: str, args) -> dict:
   jloop.step()  # compiles (or loads from the compilation cache)
   compile_s = time.perf_counter() - start
   flops = jloop.step_flops()
-  jax_s, torch_s = common.medians([jloop.step, tloop.step], args.steps, args.warmup)
+  jax_s, torch_s = common.medians([jloop.step, tloop.step], args.steps, args.warmup, args.block)
   return {"name": name, "geom": (config.data.image_height, config.data.image_width),
           "batch": bench.batch, "classes": len(jloop.exp.genres), "params": params,
           "flops": flops, "compile_s": compile_s, "jax_s": jax_s, "torch_s": torch_s}
@@ -210,10 +233,12 @@ def parse_args():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", nargs="+", default=list(BENCHES), choices=list(BENCHES))
   parser.add_argument("--steps", type=int, default=10, help="timed steps of each, interleaved")
-  parser.add_argument("--warmup", type=int, default=1,
-                      help="untimed interleaved rounds after the compiling jax step")
+  parser.add_argument("--warmup", type=int, default=0,
+                      help="untimed rounds of turns after the compiling jax step")
   parser.add_argument("--threads", type=int, default=runtime.usable_cores(),
                       help="torch threads (default: the usable cores)")
+  parser.add_argument("--block", type=int, default=3,
+                      help="steps per turn, the first untimed (1: strict alternation)")
   parser.add_argument("--row", action="store_true", help=argparse.SUPPRESS)  # a model's process
   return parser.parse_args()
 
@@ -244,7 +269,7 @@ def main():
   for name in args.models:
     child = subprocess.run([sys.executable, os.path.abspath(__file__), "--row", "--models", name,
                             "--steps", str(args.steps), "--warmup", str(args.warmup),
-                            "--threads", str(args.threads)],
+                            "--threads", str(args.threads), "--block", str(args.block)],
                            stdout=subprocess.PIPE, text=True, check=True)
     rows.append(json.loads(child.stdout.splitlines()[-1]))
     print(f"{name} done", file=sys.stderr, flush=True)
@@ -252,7 +277,8 @@ def main():
   peak = matmul_peak()
   print(f"jax {rows[0]['jax']} on CPU devices as launch.py splits them; torch {torch.__version__} "
         f"with {args.threads} threads; f32 matmul peak {peak:.0f} GFLOP/s (best torch.mm "
-        f"2048x2048); median of {args.steps} interleaved steps after {args.warmup} warm-up")
+        f"2048x2048); median of {args.steps} steps in turns of {args.block} after {args.warmup} "
+        "warm-up turn(s)")
   print("\n".join(describe(r) for r in rows) + "\n")
   import _common  # pylint: disable=import-outside-toplevel  (imports jax, starts no device)
   print(_common.markdown_table(
