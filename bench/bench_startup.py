@@ -24,6 +24,13 @@ two hours before), `--runs 2` alternately without and with glibc's malloc on hug
 15.3 -> 17.8 s (cold 26.4 -> 28.6, 33.3 -> 32.7). The first step faults its buffers in as
 2 MB pages, 1.3-2.4 s slower; the steps after it are ~1.2x faster (3.0-3.4 against 3.7-4.4
 s), so the launch is even by the third step or so.
+
+Recorded 2026-12-03 (later), same Zen 4, after ml_dtypes 0.7 -> 0.6 (pyproject: 0.7.0's
+import alone took 0.9 s), `--runs 3`: 26.9 s cold, 11.9 s warm (13.0, 10.9, 11.9). Timed
+inside a warm launch (two runs): imports and flags 1.6-2.2 s; the init program traced in 0.4-0.5
+s and loaded from the cache in 1.0 s; the train step traced in 1.9 s, lowered in 0.3-0.5 s
+and loaded in 1.0 s; the first step dispatched at 7.0-7.7 s, then ~4 s to run it (its
+buffers faulted in as huge pages).
 """
 
 import argparse
