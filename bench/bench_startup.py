@@ -27,10 +27,10 @@ s), so the launch is even by the third step or so.
 
 Recorded 2026-12-03 (later), same Zen 4, after ml_dtypes 0.7 -> 0.6 (pyproject: 0.7.0's
 import alone took 0.9 s), `--runs 3`: 26.9 s cold, 11.9 s warm (13.0, 10.9, 11.9). Timed
-inside a warm launch (two runs): imports and flags 1.6-2.2 s; the init program traced in 0.4-0.5
-s and loaded from the cache in 1.0 s; the train step traced in 1.9 s, lowered in 0.3-0.5 s
-and loaded in 1.0 s; the first step dispatched at 7.0-7.7 s, then ~4 s to run it (its
-buffers faulted in as huge pages).
+inside a warm launch (two runs): imports and flags 1.2-1.7 s; the init program traced in
+0.4-0.5 s and loaded from the cache in 1.0 s; the train step traced in 1.9 s, lowered in
+0.3-0.5 s and loaded in 1.0 s; the first step dispatched at 7.0-7.7 s, then ~4 s to run it
+(its buffers faulted in as huge pages).
 """
 
 import argparse
