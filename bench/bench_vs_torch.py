@@ -8,10 +8,11 @@ For each model, in a process of its own:
   - jax: `exp.steps.train` from `experiment.setup` (bench/_common.TrainLoop) on a fixed
     random uint8 batch, the numpy batch placed on the devices each step. The CPU is split
     into devices first as `launch.py` splits it for that model's config (jaxposter/runtime.py:
-    its `cpu_devices`; by default one per core), so the batch is split over them. The model's own config (configs/<name>.py) with the embedded
-    synthetic data set (its genres are the classes), no pretrained weights, "unit" input
-    scaling; `scratch` keeps its on-device augmentation and weight average (EMA), which the
-    torch step does not have (both are small next to the network).
+    its `cpu_devices`; by default one per core), so the batch is split over them. The
+    model's own config (configs/<name>.py) with the embedded synthetic data set (its genres
+    are the classes), no pretrained weights, "unit" input scaling; `scratch` keeps its
+    on-device augmentation and weight average (EMA), which the torch step does not have
+    (both are small next to the network).
   - torch: the same architecture in plain eager torch (bench/torch_twins.py: channels_last,
     the config's dropout, Adam or AdamW as the config says, BCEWithLogitsLoss, train mode),
     the same batch, uint8 -> float / 255 inside the step like jaxposter's.
@@ -21,10 +22,11 @@ pays for the switch, not for its own work: the other framework has just freed gi
 and faulting them back in as huge pages (compacted on demand) made a jax ResNet50 step
 after a torch step 1-2.5 s slower than the 3.2-3.4 s of the next ones, while strict
 alternation (`--block 1`, how rows before 2026-12-03's last were taken) times only such
-steps: it understated jax by 15-25% on ResNet50. Columns: images per second from the median step time;
-ratio = jax / torch; % of peak = the step's FLOPs (XLA's cost analysis of the compiled jax
-step, used for both) per second over the best of a few 2048x2048 float32 `torch.mm` with
-`--threads` threads. Parameter counts of the two models are printed and must agree.
+steps: it understated jax by 15-25% on ResNet50. Columns: images per second from the
+median step time; ratio = jax / torch; % of peak = the step's FLOPs (XLA's cost analysis
+of the compiled jax step, used for both) per second over the best of a few 2048x2048
+float32 `torch.mm` with `--threads` threads. Parameter counts of the two models are printed
+and must agree.
 
 Recorded 2026-11-24, 2-core AMD EPYC (Zen 4), quiet, 8 classes (synthetic posters),
 `python bench/bench_vs_torch.py --models resnet18 custom_cnn resnet50 scratch --steps 8`;
@@ -217,8 +219,8 @@ def table_row(r: dict, peak: float) -> list:
   def share(seconds):
     return f"{100 * r['flops'] / seconds / 1e9 / peak:.0f}%"
 
-  return [r["name"], f"{h}x{w}, {r['batch']}", r["devices"], f"{jax_ips:.1f}", f"{torch_ips:.1f}",
-          f"{jax_ips / torch_ips:.2f}", share(r["jax_s"]), share(r["torch_s"])]
+  return [r["name"], f"{h}x{w}, {r['batch']}", r["devices"], f"{jax_ips:.1f}",
+          f"{torch_ips:.1f}", f"{jax_ips / torch_ips:.2f}", share(r["jax_s"]), share(r["torch_s"])]
 
 
 def describe(r: dict) -> str:
@@ -247,7 +249,6 @@ def model_row(name: str, args) -> dict:
   """In this process (run as `--row`, one model): the CPU split into devices as launch.py
   splits it for the model's config (its `cpu_devices`, its batch), then the row."""
   bench = BENCHES[name]
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
   config = importlib.import_module(f"configs.{bench.config}").get_config()  # imports no jax
   runtime.configure(config.cpu_devices, (bench.batch,), runtime.DEFAULT_CACHE)
   import jax  # pylint: disable=import-outside-toplevel
