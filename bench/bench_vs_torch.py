@@ -125,6 +125,11 @@ the default since), `--models resnet18 custom_cnn resnet50 scratch --steps 6`:
   steps back to back alone took jax 2.94-3.19 s and torch 2.53-2.62 s (0.84), strictly
   alternated 3.56-3.66 and 2.46-2.53 (0.69). Training runs each framework's steps back to
   back, which turns of 3 measure.
+
+  Repeated the same hour, in turns: `--models resnet18 --steps 8` three times 0.82, 0.81,
+  0.84 (with the runs above, 6 runs: 0.76-0.87, median 0.815); `--models resnet50 --steps
+  6` twice 0.88, 0.80 (3 runs: 0.77-0.88); `--models densenet121 --steps 4` once 5.1 / 5.8
+  images/s = 0.88 (2 devices, 224x224, batch 16).
 """
 
 import argparse
