@@ -36,14 +36,14 @@ def medians(fns: Sequence[Callable[[], None]], steps: int, warmup: int = 1,
   `block` calls and its first is not timed: that call pays for the switch (the other fn's
   freed memory faulted in again, its caches), which back-to-back steps in training never see.
   """
-  per_turn = block - 1 if block > 1 else 1
+  untimed = 1 if block > 1 else 0  # calls at the start of each turn
   times = [[] for _ in fns]
-  for i in range(warmup + -(-steps // per_turn)):
+  for i in range(warmup + -(-steps // (block - untimed))):
     for fn, ts in zip(fns, times):
       for j in range(block):
         start = time.perf_counter()
         fn()
-        if i >= warmup and (j > 0 or block == 1):
+        if i >= warmup and j >= untimed:
           ts.append(time.perf_counter() - start)
   return [statistics.median(ts) for ts in times]
 

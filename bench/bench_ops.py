@@ -181,8 +181,9 @@ def profile(common, name: str, args) -> list:
   totals["optimizer update"] = common.medians(list(optimizer_ops(loop, tloop)), args.steps,
                                               args.warmup)
   loop.step()  # compiles
-  # Turns of 3 steps, the first untimed: it pays for the switch (bench_vs_torch's --block).
-  step = common.medians([loop.step, tloop.step], args.steps, warmup=0, block=3)
+  # In turns, the first step of each untimed: it pays for the switch (bench_vs_torch.TURN).
+  step = common.medians([loop.step, tloop.step], args.steps, warmup=0,
+                        block=bench_vs_torch.TURN)
   parts = [sum(t[i] for t in totals.values()) for i in (0, 1)]
   totals["rest of the step"] = [step[0] - parts[0], step[1] - parts[1]]
   totals["whole step"] = step

@@ -160,6 +160,9 @@ class Bench:
   overrides: tuple = ()  # extra (dotted field, value) config overrides
 
 
+# Steps per turn of each framework, the first untimed (see the module's docstring).
+TURN = 3
+
 BENCHES = {
     "resnet18": Bench("resnet18", 64, (144, 96)),
     "resnet50": Bench("resnet50", 16, (224, 224)),
@@ -244,7 +247,7 @@ def parse_args():
                       help="untimed rounds of turns after the compiling jax step")
   parser.add_argument("--threads", type=int, default=runtime.usable_cores(),
                       help="torch threads (default: the usable cores)")
-  parser.add_argument("--block", type=int, default=3,
+  parser.add_argument("--block", type=int, default=TURN,
                       help="steps per turn, the first untimed (1: strict alternation)")
   parser.add_argument("--row", action="store_true", help=argparse.SUPPRESS)  # a model's process
   return parser.parse_args()
@@ -259,8 +262,7 @@ def model_row(name: str, args) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import _common  # pylint: disable=import-outside-toplevel  (imports jax)
   torch.set_num_threads(args.threads)
-  return {**run_model(_common, name, args), "devices": jax.device_count(),
-          "jax": jax.__version__}
+  return {**run_model(_common, name, args), "devices": jax.device_count()}
 
 
 def main():
@@ -279,14 +281,15 @@ def main():
                            stdout=subprocess.PIPE, text=True, check=True)
     rows.append(json.loads(child.stdout.splitlines()[-1]))
     print(f"{name} done", file=sys.stderr, flush=True)
+  import jax  # pylint: disable=import-outside-toplevel  (starts no device here)
+  import _common  # pylint: disable=import-outside-toplevel  (imports jax)
   torch.set_num_threads(args.threads)
   peak = matmul_peak()
-  print(f"jax {rows[0]['jax']} on CPU devices as launch.py splits them; torch {torch.__version__} "
+  print(f"jax {jax.__version__} on CPU devices as launch.py splits them; torch {torch.__version__} "
         f"with {args.threads} threads; f32 matmul peak {peak:.0f} GFLOP/s (best torch.mm "
         f"2048x2048); median of {args.steps} steps in turns of {args.block} after {args.warmup} "
         "warm-up turn(s)")
   print("\n".join(describe(r) for r in rows) + "\n")
-  import _common  # pylint: disable=import-outside-toplevel  (imports jax, starts no device)
   print(_common.markdown_table(
       ["model", "input, batch", "jax devices", "jax img/s", "torch img/s", "ratio",
        "jax % of peak", "torch % of peak"], [table_row(r, peak) for r in rows]))
