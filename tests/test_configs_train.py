@@ -16,6 +16,7 @@ SHRINK = {
     "custom_cnn": {"features": (4, 8, 8), "hidden": 16},
     "resnet": {"num_filters": 4, "stage_sizes": (1, 1, 1, 1)},
     "densenet": {"growth_rate": 4, "num_init_features": 8, "block_config": (1, 1, 1, 1)},
+    "efficientnet": {"width": 0.25, "depth": 0.5},
 }
 
 
@@ -59,7 +60,7 @@ def _steps(exp, state, n=2):
 
 
 @pytest.mark.parametrize("config_file", ["demo.py", "custom_cnn.py", "resnet18.py", "scratch.py",
-                                         "resnet50.py", "densenet201.py"])
+                                         "resnet50.py", "densenet201.py", "lite0.py"])
 def test_config_trains(config_file, tiny_data_dir, tmp_path):
   config = tiny(config_file, tiny_data_dir)
   exp = experiment.setup(config, str(tmp_path))
@@ -125,6 +126,25 @@ def test_pretrained_weights_land_in_the_backbone(tiny_data_dir, tmp_path):
   np.testing.assert_allclose(np.asarray(state.batch_stats["bn1"]["var"]),
                              state_dict["bn1.running_var"])
   assert state.params["head"]["kernel"].shape[-1] == len(exp.genres)  # a fresh genre head
+  _, losses = _steps(exp, state, n=1)
+  assert np.isfinite(losses[0])
+
+
+def test_lite_weights_load_through_the_config(tiny_data_dir, tmp_path):
+  """configs/lite0.py with the Lite fixture's state dict (a narrow Lite0, as a .npz path)."""
+  with np.load(os.path.join(ROOT, "tests", "fixtures", "lite_parity.npz")) as f:
+    state_dict = {k[3:]: f[k] for k in f.files if k.startswith("sd/")}
+  path = str(tmp_path / "lite.npz")
+  np.savez(path, **state_dict)
+  config = tiny("lite0.py", tiny_data_dir)
+  config.model.pretrained = path
+  config.data.normalization = "imagenet"
+  exp = experiment.setup(config, str(tmp_path))
+  state = exp.with_pretrained(exp.new_state(exp.steps_per_epoch()))
+  np.testing.assert_allclose(np.asarray(state.params["blocks_1"]["depthwise_conv"]["kernel"]),
+                             state_dict["_blocks.1._depthwise_conv.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_allclose(np.asarray(state.batch_stats["bn0"]["mean"]),
+                             state_dict["_bn0.running_mean"])
   _, losses = _steps(exp, state, n=1)
   assert np.isfinite(losses[0])
 

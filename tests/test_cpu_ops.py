@@ -1,5 +1,5 @@
-"""The CPU lowerings (convolutions on tiny maps, filter gradients as matmuls, max pooling) equal
-lax's own, outputs and gradients."""
+"""The CPU lowerings (convolutions on tiny maps, filter gradients as matmuls, depthwise
+convolutions, max pooling) equal lax's own, outputs and gradients."""
 
 import flax.linen as nn
 import jax
@@ -70,6 +70,32 @@ def test_pointwise_conv_equals_lax_in_outputs_and_gradients(h, w, stride):
   g = jax.random.normal(kg, y.shape)
   for a, b in zip(ours_vjp(g), plain_vjp(g)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("h, w, kernel, stride, padding", [
+    (9, 7, 3, 1, "SAME"), (10, 8, 3, 2, "SAME"),  # stride 2 on an even map: pads (0, 1)
+    (9, 6, 5, 2, "SAME"), (7, 7, 5, 1, "SAME"), (8, 9, 3, 2, "VALID"),
+    (6, 5, 3, 2, ((2, 0), (1, 3)))])
+def test_depthwise_conv_equals_lax_in_outputs_and_gradients(h, w, kernel, stride, padding):
+  """Depthwise convs (EfficientNet-Lite's) as shifted multiply-adds: lax's grouped conv's
+  values and gradients, with TF "SAME" padding, strides and uneven explicit padding."""
+  kx, kk, kg = jax.random.split(jax.random.key(h * 10 + w + kernel), 3)
+  x = jax.random.normal(kx, (3, h, w, 12))
+  k = jax.random.normal(kk, (kernel, kernel, 1, 12)) / kernel
+  assert cpu_ops.is_depthwise(x.shape, k.shape, 12)
+  assert not cpu_ops.is_depthwise(x.shape, (kernel, kernel, 2, 12), 6)  # grouped, not depthwise
+
+  def conv(fn, a, b):
+    return fn(a, b, (stride, stride), padding, dimension_numbers=NHWC, feature_group_count=12)
+
+  ours = jax.jit(lambda a, b: conv(cpu_ops.conv_general_dilated, a, b))
+  y, ours_vjp = jax.vjp(ours, x, k)
+  y_ref, plain_vjp = jax.vjp(lambda a, b: conv(lax.conv_general_dilated, a, b), x, k)
+  assert "convolution" not in ours.lower(x, k).as_text()  # the multiply-add route was taken
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  g = jax.random.normal(kg, y.shape)
+  for a, b in zip(ours_vjp(g), plain_vjp(g)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_a_flax_conv_through_it_has_the_same_parameters_and_outputs():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxposter import models
-from jaxposter.models import cnn, densenet, layers, resnet
+from jaxposter.models import cnn, densenet, efficientnet, layers, resnet
 
 # sum(p.numel() for p in torchvision.models.<name>().parameters()), 1000 classes.
 TORCHVISION_PARAMS = {
@@ -81,6 +81,7 @@ SMALL = {
     "densenet": lambda **kw: densenet.DenseNet(
         growth_rate=4, block_config=(2, 2, 2, 2), num_init_features=8, **kw),
     "custom_cnn": lambda **kw: cnn.CustomCNN(features=(4, 8), hidden=0, batch_norm=True, **kw),
+    "efficientnet_lite": lambda **kw: efficientnet.EfficientNetLite(width=0.25, depth=0.5, **kw),
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxposter.models import cnn, densenet, resnet
+from jaxposter.models import cnn, densenet, efficientnet, resnet
 
 # name -> constructor(num_classes=..., dropout_rate=..., dtype=..., bn_axis_name=...,
 #                     frozen_bn=..., **model kwargs)
@@ -22,6 +22,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "custom_cnn": cnn.CustomCNN,
     **resnet.MODELS,
     **densenet.MODELS,
+    **efficientnet.MODELS,
 }
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}

@@ -20,12 +20,13 @@ ModuleDef = Any
 Conv = functools.partial(nn.Conv, use_bias=False, conv_general_dilated=cpu_ops.conv_general_dilated)
 
 
-def batch_norm(train: bool, frozen: bool, axis_name, dtype) -> ModuleDef:
-  """torch's BatchNorm2d (eps 1e-5, momentum 0.1). `frozen`: running statistics even in
-  training (a frozen backbone); `axis_name`: batch statistics over a pmap axis (unused when
-  the running statistics are)."""
-  return functools.partial(nn.BatchNorm, use_running_average=not train or frozen, momentum=0.9,
-                           epsilon=1e-5, axis_name=axis_name, dtype=dtype)
+def batch_norm(train: bool, frozen: bool, axis_name, dtype, momentum: float = 0.9,
+               epsilon: float = 1e-5) -> ModuleDef:
+  """torch's BatchNorm2d by default (eps 1e-5, momentum 0.1: flax's 0.9). `frozen`: running
+  statistics even in training (a frozen backbone); `axis_name`: batch statistics over a pmap
+  axis (unused when the running statistics are)."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train or frozen,
+                           momentum=momentum, epsilon=epsilon, axis_name=axis_name, dtype=dtype)
 
 
 class Unit(nn.Module):

