@@ -230,7 +230,8 @@ def test_custom_cnn_avgmax_pool():
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_frozen_bn_trains_on_running_statistics(name):
   """Every model takes `frozen_bn` (config.model.freeze_backbone): training normalises with
-  the running statistics and leaves them as they were, as eval does."""
+  the running statistics and leaves them as they were, as eval does, and only the head
+  gets a gradient."""
   model = SMALL[name](num_classes=3, dropout_rate=0.0, frozen_bn=True)
   variables = fake_init(model)
   x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 32, 32, 3)), jnp.float32)
@@ -239,3 +240,9 @@ def test_frozen_bn_trains_on_running_statistics(name):
   logits, (train_logits, new) = run(variables, x)
   np.testing.assert_array_equal(logits, train_logits)
   jax.tree.map(np.testing.assert_array_equal, new["batch_stats"], variables["batch_stats"])
+  # ... and no gradient flows below the head: the backward pass is the head's alone.
+  grads = jax.jit(jax.grad(lambda p: model.apply({**variables, "params": p}, x, train=True,
+                                                 mutable=["batch_stats"])[0].sum()))(
+      variables["params"])
+  for name, sub in grads.items():
+    assert all(bool(np.any(g)) == (name == "head") for g in jax.tree.leaves(sub)), name

@@ -63,7 +63,8 @@ class CustomCNN(nn.Module):
       x = jnp.mean(x, axis=(1, 2))
     else:
       raise ValueError(f"global_pool must be 'avg' or 'avgmax', not {self.global_pool!r}")
-    return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype)
+    return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype,
+                       frozen=self.frozen_bn)
 
   def feature_map(self, x, train: bool):
     """The last conv stage's output: the map Grad-CAM explains (`saliency`)."""

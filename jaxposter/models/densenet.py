@@ -113,7 +113,8 @@ class DenseNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = jnp.mean(self.feature_map(x, train), axis=(1, 2))
-    return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype)
+    return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype,
+                       frozen=self.frozen_bn)
 
   def feature_map(self, x, train: bool):
     """ReLU(norm5) after the last block: the map Grad-CAM explains (`saliency`)."""

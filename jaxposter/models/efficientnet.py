@@ -102,9 +102,8 @@ class EfficientNetLite(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = jnp.mean(self.feature_map(x, train), axis=(1, 2))
-    if self.frozen_bn:  # nothing below the head is trained: skip its backward pass
-      x = jax.lax.stop_gradient(x)
-    return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype)
+    return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype,
+                       frozen=self.frozen_bn)
 
   def feature_map(self, x, train: bool):
     """ReLU6(bn1(conv_head)): the map Grad-CAM explains (`saliency`)."""

@@ -9,6 +9,7 @@ import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxposter.models import cpu_ops
@@ -36,10 +37,15 @@ class Unit(nn.Module):
   norm: ModuleDef
 
 
-def head(x: jnp.ndarray, num_classes: int, dropout_rate: float, train: bool, dtype) -> jnp.ndarray:
+def head(x: jnp.ndarray, num_classes: int, dropout_rate: float, train: bool, dtype,
+         frozen: bool = False) -> jnp.ndarray:
   """Dropout and the `head` Dense (every model's classifier, `params['head']`): float32 logits.
 
   Called from a model's compact `__call__`, so its layers are the model's own submodules.
+  `frozen` (a frozen backbone): no gradient flows below the head, so the backward pass is the
+  head's alone (a step costs about one forward pass).
   """
+  if frozen:
+    x = jax.lax.stop_gradient(x)
   x = nn.Dropout(dropout_rate, deterministic=not train)(x)
   return nn.Dense(num_classes, dtype=dtype, name="head")(x).astype(jnp.float32)
