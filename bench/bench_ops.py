@@ -8,7 +8,8 @@ For a model of bench_vs_torch.BENCHES, every `nn.Conv` and `nn.BatchNorm` call o
 training forward pass is recorded (shape, kernel, strides, padding) with Flax's method
 interceptor. Each distinct call is then timed alone, jitted, on one device, against the same
 op in torch (channels_last), interleaved, medians:
-  - conv forward, input gradient and filter gradient (jax: the project's own lowering,
+  - conv forward, input gradient and filter gradient, depthwise convs (EfficientNet-Lite's)
+    on rows of their own (jax: the project's own lowering,
     models/cpu_ops.py, as training runs it, and beside it two alternatives for every conv:
     XLA's own and patches + matmul; torch: conv2d and aten.convolution_backward);
   - BatchNorm forward + backward in training mode;
@@ -65,7 +66,8 @@ def record_calls(loop):
         elif isinstance(pad, str):  # "SAME" / "VALID": the pairs lax would use
           pad = jax.lax.padtype_to_pads(shape[1:3], module.kernel_size, strides, pad)
         pad = tuple(tuple(p) for p in pad)
-        calls[("conv", shape, tuple(module.kernel_size) + (module.features,),
+        calls[("conv", shape, tuple(module.kernel_size) + (module.features,
+                                                            module.feature_group_count),
                strides, pad)] += 1
       else:
         calls[("bn", shape, None, None, None)] += 1
@@ -94,21 +96,23 @@ def jax_ops(call, lowering: str = "project"):
   key = jax.random.key(0)
   x = jax.random.normal(key, shape)
   if kind == "conv":
-    kh, kw, cout = kernel
-    w = jax.random.normal(key, (kh, kw, shape[-1], cout)) * 0.05
+    kh, kw, cout, groups = kernel
+    w = jax.random.normal(key, (kh, kw, shape[-1] // groups, cout)) * 0.05
 
     def conv(x, w):
-      if lowering == "patches":
+      if lowering == "patches" and groups == 1:
         return cpu_ops.patches_conv(x, w, strides, pad)
       fn = cpu_ops.conv_general_dilated if lowering == "project" else jax.lax.conv_general_dilated
-      return fn(x, w, strides, pad, dimension_numbers=cpu_ops._NHWC)  # pylint: disable=protected-access
+      return fn(x, w, strides, pad, dimension_numbers=cpu_ops._NHWC,  # pylint: disable=protected-access
+                feature_group_count=groups)
     y, vjp = jax.vjp(conv, x, w)
     fwd = jax.jit(conv)
     dgrad = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0])
     wgrad = jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0])
-    return {"conv forward": lambda: fwd(x, w).block_until_ready(),
-            "conv input grad": lambda: dgrad(x, w, y).block_until_ready(),
-            "conv filter grad": lambda: wgrad(x, w, y).block_until_ready()}
+    op = "conv" if groups == 1 else "depthwise conv"
+    return {f"{op} forward": lambda: fwd(x, w).block_until_ready(),
+            f"{op} input grad": lambda: dgrad(x, w, y).block_until_ready(),
+            f"{op} filter grad": lambda: wgrad(x, w, y).block_until_ready()}
   bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
   v = bn.init(key, x)
 
@@ -125,19 +129,24 @@ def torch_ops(call):
   n, h, w_, c = shape
   x = torch.randn(n, c, h, w_).contiguous(memory_format=torch.channels_last)
   if kind == "conv":
-    kh, kw, cout = kernel
-    w = (torch.randn(cout, c, kh, kw) * 0.05).contiguous(memory_format=torch.channels_last)
+    kh, kw, cout, groups = kernel
+    w = (torch.randn(cout, c // groups, kh, kw) * 0.05).contiguous(
+        memory_format=torch.channels_last)
     padding = [pad[0][0], pad[1][0]]
-    if pad[0][0] != pad[0][1] or pad[1][0] != pad[1][1]:
-      raise ValueError(f"asymmetric padding {pad} has no torch twin")
-    y = F.conv2d(x, w, stride=list(strides), padding=padding)
+    if pad[0][0] != pad[0][1] or pad[1][0] != pad[1][1]:  # TF "SAME" on strided convs:
+      x = F.pad(x, [pad[1][0], pad[1][1], pad[0][0], pad[0][1]]).contiguous(  # as the
+          memory_format=torch.channels_last)  # reference EfficientNet-Lite pads, then conv
+      padding = [0, 0]
+    y = F.conv2d(x, w, stride=list(strides), padding=padding, groups=groups)
 
     def backward(mask):
       return lambda: torch.ops.aten.convolution_backward(
-          y, x, w, None, list(strides), padding, [1, 1], False, [0, 0], 1, mask)
-    return {"conv forward": lambda: F.conv2d(x, w, stride=list(strides), padding=padding),
-            "conv input grad": backward([True, False, False]),
-            "conv filter grad": backward([False, True, False])}
+          y, x, w, None, list(strides), padding, [1, 1], False, [0, 0], groups, mask)
+    op = "conv" if groups == 1 else "depthwise conv"
+    return {f"{op} forward": lambda: F.conv2d(x, w, stride=list(strides), padding=padding,
+                                              groups=groups),
+            f"{op} input grad": backward([True, False, False]),
+            f"{op} filter grad": backward([False, True, False])}
   bn = torch.nn.BatchNorm2d(c).train()
   x.requires_grad_(True)
 

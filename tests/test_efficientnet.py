@@ -86,8 +86,9 @@ def test_importer_maps_keys_and_names_what_does_not_fit(fixture):
   model = fixture_model(fixture, num_classes=3)
   variables = zeros(model, 57, 41)
   params, stats = tv.convert_state_dict(state_dict(fixture), model, variables)
-  np.testing.assert_array_equal(params["blocks_2"]["depthwise_conv"]["kernel"],
-                                fixture["sd/_blocks.2._depthwise_conv.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+      params["blocks_2"]["depthwise_conv"]["kernel"],
+      fixture["sd/_blocks.2._depthwise_conv.weight"].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(stats["bn1"]["var"], fixture["sd/_bn1.running_var"])
   assert params["head"]["kernel"].shape == (1280, 3)  # the 5-class head dropped, a fresh one
 

@@ -5,8 +5,9 @@ on NHWC float images and returning float32 logits of shape ``[batch, num_classes
 (probabilities are ``sigmoid(logits)``). Dropout draws from the ``'dropout'`` RNG;
 BatchNorm statistics live in the ``'batch_stats'`` collection. Every model takes the options
 ``dtype`` (compute), ``bn_axis_name`` (pmap: BatchNorm over that axis) and ``frozen_bn``
-(a frozen backbone: running statistics in training too, no gradient below the head), and computes its final spatial feature map in a
-``feature_map(x, train)`` method called from ``__call__`` (what ``saliency.grad_cam`` explains).
+(a frozen backbone: running statistics in training too, no gradient below the head), and
+computes its final spatial feature map in a ``feature_map(x, train)`` method called from
+``__call__`` (what ``saliency.grad_cam`` explains).
 """
 
 from typing import Any, Callable

@@ -90,7 +90,8 @@ def _lite_module(names) -> str:
 
 def _layout(model):
   """(flax module names -> torch module key, torch name of the classifier) for ``model``."""
-  from jaxposter.models import densenet, efficientnet, resnet  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from jaxposter.models import densenet, efficientnet, resnet
   if isinstance(model, resnet.ResNet):
     return _torchvision_module(""), "fc"
   if isinstance(model, densenet.DenseNet):
