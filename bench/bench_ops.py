@@ -103,8 +103,8 @@ def jax_ops(call, lowering: str = "project"):
       if lowering == "patches" and groups == 1:
         return cpu_ops.patches_conv(x, w, strides, pad)
       fn = cpu_ops.conv_general_dilated if lowering == "project" else jax.lax.conv_general_dilated
-      return fn(x, w, strides, pad, dimension_numbers=cpu_ops._NHWC,  # pylint: disable=protected-access
-                feature_group_count=groups)
+      return fn(x, w, strides, pad, feature_group_count=groups,
+                dimension_numbers=cpu_ops._NHWC)  # pylint: disable=protected-access
     y, vjp = jax.vjp(conv, x, w)
     fwd = jax.jit(conv)
     dgrad = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0])

