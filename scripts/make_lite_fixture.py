@@ -6,7 +6,9 @@ its outputs, from the reference implementation (`efficientnet-lite-pytorch`).
 
 The net is Lite0's definition at width 0.25 and depth 0.5 (150 KB of weights), on an odd
 57x41 input, so TF "SAME" padding pads unevenly (the reference's dynamic padding). BatchNorm
-statistics are random too, so eval mode exercises them. npz keys: `meta` (JSON: the Flax
+statistics are random too, so eval mode exercises them. Every weight is rounded to float16
+and stored so (half the file; the outputs are computed from the rounded weights, in float32).
+npz keys: `meta` (JSON: the Flax
 constructor's kwargs), `input` (NHWC float32), `eval` (logits) and `sd/<torch key>`.
 """
 
@@ -32,11 +34,15 @@ def main():
       module.running_var.uniform_(0.5, 2.0)
       module.weight.data.uniform_(0.5, 1.5)
       module.bias.data.uniform_(-0.2, 0.2)
+  with torch.no_grad():
+    for tensor in net.state_dict().values():
+      if tensor.is_floating_point():
+        tensor.copy_(tensor.half().float())
   net.eval()
   x = torch.rand(3, 3, 57, 41, generator=torch.Generator().manual_seed(1)) * 2 - 1
   with torch.no_grad():
     logits = net(x).numpy()
-  arrays = {f"sd/{k}": v.numpy() for k, v in net.state_dict().items()
+  arrays = {f"sd/{k}": v.half().numpy() for k, v in net.state_dict().items()
             if not k.endswith("num_batches_tracked")}
   np.savez_compressed(OUT, meta=json.dumps(META), input=x.permute(0, 2, 3, 1).numpy(),
                       eval=logits, **arrays)
