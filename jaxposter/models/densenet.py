@@ -91,7 +91,7 @@ class Transition(layers.Unit):
     return avg_pool_2x2(self.conv(self.features, (1, 1), name="conv")(y))
 
 
-class DenseNet(nn.Module):
+class DenseNet(layers.PooledHead):
   """torchvision DenseNet-BC; ``remat=True`` recomputes each dense layer in backprop.
 
   Gradient checkpointing trades one extra forward through every dense layer
@@ -109,12 +109,6 @@ class DenseNet(nn.Module):
   bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
   frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    x = jnp.mean(self.feature_map(x, train), axis=(1, 2))
-    return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype,
-                       frozen=self.frozen_bn)
 
   def feature_map(self, x, train: bool):
     """ReLU(norm5) after the last block: the map Grad-CAM explains (`saliency`)."""

@@ -84,7 +84,7 @@ class MBConv(layers.Unit):
     return y + x
 
 
-class EfficientNetLite(nn.Module):
+class EfficientNetLite(layers.PooledHead):
   """EfficientNet-Lite: stem, MBConv stages, 1x1 head conv to 1280, global average pool,
   dropout + `head`. `width` and `depth` are the compound-scaling multipliers (Lite0: 1, 1).
   With `frozen_bn` (a frozen backbone) the backbone is deterministic: running statistics,
@@ -98,12 +98,6 @@ class EfficientNetLite(nn.Module):
   bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
   frozen_bn: bool = False  # a frozen backbone: running statistics, no drop-connect
   dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    x = jnp.mean(self.feature_map(x, train), axis=(1, 2))
-    return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype,
-                       frozen=self.frozen_bn)
 
   def feature_map(self, x, train: bool):
     """ReLU6(bn1(conv_head)): the map Grad-CAM explains (`saliency`)."""

@@ -49,3 +49,14 @@ def head(x: jnp.ndarray, num_classes: int, dropout_rate: float, train: bool, dty
     x = jax.lax.stop_gradient(x)
   x = nn.Dropout(dropout_rate, deterministic=not train)(x)
   return nn.Dense(num_classes, dtype=dtype, name="head")(x).astype(jnp.float32)
+
+
+class PooledHead(nn.Module):
+  """The `__call__` of models whose `feature_map` is followed by a global average pool and
+  the `head`: ResNet, DenseNet, EfficientNet-Lite (their fields give `num_classes`,
+  `dropout_rate`, `dtype`, `frozen_bn`)."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = jnp.mean(self.feature_map(x, train), axis=(1, 2))
+    return head(x, self.num_classes, self.dropout_rate, train, self.dtype, frozen=self.frozen_bn)

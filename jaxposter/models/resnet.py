@@ -72,7 +72,7 @@ class Bottleneck(_Block):
     return nn.relu(y + self.shortcut(x, out))
 
 
-class ResNet(nn.Module):
+class ResNet(layers.PooledHead):
   """torchvision ResNet: stem, four stages, global average pool, dropout + ``head``.
 
   ``num_filters`` is the stem width and stage-1 ``planes`` (torchvision: 64, doubling
@@ -90,12 +90,6 @@ class ResNet(nn.Module):
   bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
   frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    x = jnp.mean(self.feature_map(x, train), axis=(1, 2))
-    return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype,
-                       frozen=self.frozen_bn)
 
   def feature_map(self, x, train: bool):
     """The last stage's output: the map Grad-CAM explains (`saliency`)."""
