@@ -60,7 +60,7 @@ previous recipe's 3 seeds: mAP 0.442 (0.438-0.447), ROC-AUC 0.672 (0.669-0.674),
 (0.564-0.569). Validation picked epochs 19, 26 and 14 (validation mAP 0.483, 0.476, 0.482).
 On all 21 genres with 100+ posters (--config.data.top_k=0 --config.data.min_count=100; seed
 0): mAP 0.218 against prevalence 0.112, ROC-AUC 0.680 (the previous recipe: 0.208, 0.665).
-The README's "Learning from scratch" has the table and the baselines. Time for the command
+docs/scratch.md has the table and the baselines. Time for the command
 above: 973 s (16 minutes) on a quiet 2-core AMD EPYC Zen 4 with AVX-512 (training steps at
 160-176 images/s with glibc's malloc on huge pages, which launch.py sets; seed 0 rerun there:
 test mAP 0.453, ROC-AUC 0.673, OF1 @t 0.570). Before the huge pages: 1,269 s (21 minutes)
