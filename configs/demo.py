@@ -6,7 +6,7 @@
 Expected: test OF1 and mAP well above the constant predictor's (printed beside them).
 """
 
-from configs import default
+from jaxposter import defaults as default
 
 
 def get_config():

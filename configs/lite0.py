@@ -15,7 +15,7 @@ Other Lite models: --config.model.name=efficientnet_lite1 (or lite2). docs/pretr
 has the runs behind each choice.
 """
 
-from configs import default
+from jaxposter import defaults as default
 
 
 def get_config():

@@ -5,7 +5,7 @@ the head; done right: a 70/10/20 split by a hash of imdbId, metrics over whole s
 ImageNet mean/std normalisation for ImageNet-pretrained models.
 """
 
-from configs import default
+from jaxposter import defaults as default
 
 
 def get_config(model: str = "custom_cnn", pretrained: bool = False):

@@ -69,7 +69,7 @@ minutes on a slower 2-core Zen 3 (56 images/s). The previous recipe took 18-20 m
 (1,065 and 1,206 s) on a 2-core Zen 4.
 """
 
-from configs import default
+from jaxposter import defaults as default
 
 
 def get_config():

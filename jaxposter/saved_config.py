@@ -10,6 +10,7 @@ import os
 
 import ml_collections
 
+from jaxposter import defaults  # fields added since a run was saved keep their defaults
 from jaxposter.errors import UserError
 
 CONFIG_FILE = "config.json"
@@ -22,8 +23,7 @@ def load(workdir: str) -> ml_collections.ConfigDict:
     raise UserError(f"{workdir} holds no {CONFIG_FILE}: train into it first "
                     f"(python launch.py --config configs/demo.py --workdir {workdir}), "
                     "or pass --config")
-  from configs import default  # fields added since the run was saved keep their defaults
-  config = default.get_config()
+  config = defaults.get_config()
   try:
     with open(path) as f:
       saved = json.load(f)
