@@ -1,6 +1,6 @@
 """Every knob of jaxposter, with its default. Model configs import this and override.
 
-Run: python launch.py --config configs/<name>.py --workdir runs/<name> [--config.a.b=value ...]
+Run: .venv/bin/python launch.py --config configs/<name>.py --workdir runs/<name> [--config.a.b=value ...]
 
 The defaults live in the package (jaxposter/defaults.py), so an installed jaxposter reads
 saved workdirs without this folder; this module re-exports them for configs that import it.

@@ -1,9 +1,11 @@
-"""The embedded demo: a narrow custom CNN on `synthetic_posters`, a few minutes on a CPU.
+"""The embedded demo: a narrow custom CNN on `synthetic_posters` (nothing to download).
 
-  python launch.py --config configs/demo.py --workdir runs/demo
-  python launch.py --config configs/demo.py --workdir runs/demo --mode eval
+  .venv/bin/python launch.py --config configs/demo.py --workdir runs/demo
+  .venv/bin/python launch.py --workdir runs/demo --mode eval
 
-Expected: test OF1 and mAP well above the constant predictor's (printed beside them).
+Expected: 6 epochs and the evaluation in about 2 minutes on a 2-core CPU. Test OF1 0.636, mAP
+0.628 on an AVX-512 CPU (other CPUs round differently: OF1 0.60, mAP 0.61 on an AMD Zen 3),
+against the constant predictor's OF1 0.470 and mAP 0.191, printed beside them.
 """
 
 from jaxposter import defaults as default

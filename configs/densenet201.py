@@ -1,13 +1,17 @@
 """DenseNet201, ImageNet-pretrained (torchvision weights), fine-tuned with the paper's setup.
 
-  python launch.py --config configs/densenet201.py --workdir runs/densenet201 \
+  .venv/bin/pip install -e '.[torch]'   # reads torchvision's .pth
+  .venv/bin/python launch.py --config configs/densenet201.py --workdir runs/densenet201 \
       --config.data.manual_dir=/path/to/moviegenre   # holds MovieGenre.csv and posters/
+  .venv/bin/python launch.py --workdir runs/densenet201 --mode eval
 
 See configs/paper.py for the setup. The weights are downloaded once into ~/.cache/jaxposter
-and need torch to read (pip install -e '.[torch]'). Offline, or to train from scratch:
---config.model.pretrained='' --config.data.normalization=unit.
-Expect test mAP and ROC-AUC well above the constant predictor's, and OF1 at the
-validation-tuned threshold above its ~0.54 on the top 5 genres.
+(offline: put the file there, or --config.model.pretrained=/path/file.pth; from scratch:
+--config.model.pretrained='' --config.data.normalization=unit). Expect test mAP and ROC-AUC
+well above the constant predictor's, and OF1 at the validation-tuned threshold above its ~0.54
+on the top 5 genres; not yet measured (download.pytorch.org was out of reach).
+Time, projected from bench/ step rates (~0.8 images/s at 224x224): about 15 hours on a
+2-core CPU for the 10 epochs of ~4,300 posters: use a GPU (minutes there).
 """
 
 from configs import paper
