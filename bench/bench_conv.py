@@ -1,24 +1,14 @@
 """One 3x3 convolution, XLA:CPU's own lowering against patches + matmul (models/cpu_ops.py).
 
-  python bench/bench_conv.py            # a few minutes on 2 cores
-  python bench/bench_conv.py --batch 64 --steps 5
+  .venv/bin/python bench/bench_conv.py            # a few minutes on 2 cores
+  .venv/bin/python bench/bench_conv.py --batch 64 --steps 5
 
 Forward, and forward + backward (input and filter gradients), at batch 64 in float32 on
 one CPU device, median of interleaved calls. The shapes are a ResNet's stages on 144x96 and
 72x48 posters. `patches` marks the shapes `cpu_ops` sends to the matmul route: those
 whose maps are narrower than the kernel.
 
-Recorded 2026-11-24, 2-core AMD EPYC (Zen 4), one core, another job on the other core:
-
-  | map, channels | lax fwd ms | patches fwd ms | lax fwd+bwd ms | patches fwd+bwd ms | route |
-  | 3x2, 512->512 | 2167.5 | 30.5 | 4382.6 | 57.9 | patches |
-  | 3x2, 256->256 | 166.3 | 4.6 | 337.1 | 14.8 | patches |
-  | 2x2, 256->256 | 80.8 | 3.3 | 171.7 | 9.9 | patches |
-  | 5x3, 256->512 /2 | 10.5 | 9.9 | 341.0 | 27.8 | patches |
-  | 5x3, 512->512 | 46.9 | 83.6 | 172.8 | 156.6 | lax |
-  | 9x6, 256->256 | 44.1 | 81.4 | 138.5 | 166.0 | lax |
-  | 18x12, 64->64 | 9.8 | 43.8 | 33.1 | 77.0 | lax |
-  | 36x24, 32->32 | 10.5 | 77.9 | 49.1 | 123.8 | lax |
+Records of past runs: docs/benchmarks.md.
 """
 
 import argparse

@@ -2,7 +2,7 @@
 `launch.py` runs it, for several code trees side by side: a change against its base.
 
   git archive main | tar -x -C /tmp/jaxposter-main
-  nice -n 10 python bench/bench_loop.py --trees main=/tmp/jaxposter-main new=. --repeats 3
+  nice -n 10 .venv/bin/python bench/bench_loop.py --trees main=/tmp/jaxposter-main new=. --repeats 3
 
 Each run trains a fresh workdir for 2 epochs with `<tree>/launch.py` (the tree's own code
 and configs) and reads the second epoch's images/s from its metrics.jsonl (the first one
@@ -11,12 +11,7 @@ from scratch at 144x96 on 640 synthetic posters). Runs alternate between the tre
 drifting load from other jobs hits them alike; the table shows medians and each tree's ratio
 to the first.
 
-Recorded 2026-11-25, issue 12's loop (batches placed ahead, metrics summed on the devices,
-fetched at log steps) against its base, 2 cores shared with other jobs: demo 194.5 vs 192.6
-images/s (1.01; 5 runs each, load average 0.3-2). Three runs at load averages from 0.3 to 10
-gave ratios of 0.92-1.13 (demo) and 0.99-1.11 (resnet18 144x96, 37.1 vs 37.3 images/s at
-load 2-3): no change beyond the noise on a CPU, where the host work saved is a few
-milliseconds of a 0.3-1.7 s step.
+Records of past runs: docs/benchmarks.md.
 """
 
 import argparse

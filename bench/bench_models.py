@@ -4,25 +4,15 @@ Each configuration runs in its own subprocess (so peak RSS is its own): a jit'd
 step (forward, sigmoid BCE, backward, optax Adam, BatchNorm stats) at batch 16,
 224x224, float32 by default. Prints a table; never a timed test.
 
-  nice python bench/bench_models.py            # ~15 min on 2 cores
-  nice python bench/bench_models.py --configs resnet18 --steps 3
+  nice .venv/bin/python bench/bench_models.py            # ~15 min on 2 cores
+  nice .venv/bin/python bench/bench_models.py --configs resnet18 --steps 3
 
 Columns: compile = lower + compile of the train step; step = median wall time of
 ``--steps`` steps after one warm-up; XLA temp = ``memory_analysis()`` scratch
 bytes of the compiled step; peak RSS = the subprocess's ru_maxrss (includes the
 compiler and the Python process).
 
-Recorded 2026-11-24 (2 shared cores, load average 5-8, so expect +-30%):
-
-  model              compile s  step s  img/s XLA temp GB peak RSS GB
-  resnet18                10.8    4.37   3.66        0.56        1.37
-  resnet50                22.9   16.55   0.97        2.07        3.36
-  densenet201            160.1   20.96   0.76        4.56        8.07
-  densenet201+remat      257.6   28.00   0.57        1.70        5.99
-
-With --xla-flags=--xla_cpu_enable_concurrency_optimized_scheduler=false (--steps 3):
-densenet201 235 s, 0.89 img/s, 3.61 GB temp, 7.47 GB RSS; +remat 228 s, 0.51 img/s,
-3.61 GB temp, 8.12 GB RSS: that scheduler helps plain DenseNet but undoes remat's saving.
+Records of past runs: docs/benchmarks.md.
 """
 
 import argparse

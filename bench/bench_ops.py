@@ -1,8 +1,8 @@
 """Where a training step's time goes, per kind of op, in jax (XLA:CPU) and in PyTorch eager.
 
-  pip install -e '.[torch]'
+  .venv/bin/pip install -e '.[torch]'
   XLA_FLAGS=--xla_force_host_platform_device_count=1 taskset -c 0 \
-      python bench/bench_ops.py --models scratch resnet18 --threads 1
+      .venv/bin/python bench/bench_ops.py --models scratch resnet18 --threads 1
 
 For a model of bench_vs_torch.BENCHES, every `nn.Conv` and `nn.BatchNorm` call of its
 training forward pass is recorded (shape, kernel, strides, padding) with Flax's method
@@ -21,13 +21,7 @@ Each op's time is multiplied by how often the model calls it. One device and `--
 torch threads: per-core figures. Fusion inside the real step can make it cheaper than its
 parts; the per-kind split is what to read, not the exact sum.
 
-Recorded 2026-12-03, 2-core AMD EPYC Zen 4 (a slower day), `--models resnet18 --threads 1
---steps 3 --warmup 1` as above, jax / torch ms: conv forward 787 / 638, input gradient 874 /
-820, filter gradient 1,001 / 920, BatchNorm 145 / 187, optimizer 10 / 26, whole step 4,384 /
-2,485. A jax.profiler trace of the same step alone (3.1 s), joined to XLA's optimized HLO by
-fusion name: YNNPACK convolutions 2,495 ms (the 7x7/2 stem's filter gradient 241 ms, 4.7x
-its forward), layout transposes feeding the filter-gradient convolutions 301-327 ms,
-BatchNorm reductions 76 ms, elementwise fusions ~200 ms.
+Records of past runs: docs/benchmarks.md.
 """
 
 import argparse

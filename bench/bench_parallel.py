@@ -1,6 +1,6 @@
 """jit vs pmap on 8 forced CPU devices: step time, and the share spent outside the compiled step.
 
-  nice -n 10 python bench/bench_parallel.py   # ~2.5 min
+  nice -n 10 .venv/bin/python bench/bench_parallel.py   # ~2.5 min
 
 For each mode (`config.parallelism`) and small model, on one fixed random uint8 batch
 (`--batch`, global, split over the 8 devices) of the synthetic data set's shape:
@@ -18,9 +18,7 @@ Medians of `--steps` steps after two warm-up calls (under pmap the state placed 
 the step again), every variant of every mode interleaved so their ratios share the load.
 8 devices on 2 cores test the code paths and the host overhead, not multi-device speed.
 
-Recorded 2026-11-25 (2 cores, load average 2-5, one run): step / compiled ms (outside %)
-324 / 336 (-4) jit demo, 116 / 104 (10) jit resnet18 w8, 333 / 347 (-4) pmap demo,
-122 / 106 (13) pmap resnet18 w8; placement 1.4-2.1 ms. Beyond placement, the gap is noise.
+Records of past runs: docs/benchmarks.md.
 """
 
 import os

@@ -1,6 +1,6 @@
 """Input pipeline vs train step on the real posters: can the pipeline ever starve training?
 
-  nice -n 10 python bench/bench_pipeline.py --manual_dir /path/to/moviegenre   # ~4 min
+  nice -n 10 .venv/bin/python bench/bench_pipeline.py --manual_dir /path/to/moviegenre   # ~4 min
 
 Builds `movie_posters` through the project's own code (configs/custom_cnn.py with
 `data.manual_dir` / `data.data_dir`; cached after the first ~5 s build) and prints images/s,
@@ -27,17 +27,10 @@ at the size training reads (the default) and, for `movie_posters`, as originals
 interleaved; beside the posters/s of each thread count, posters per CPU-second of the process
 with the fewest threads: what one core delivers, which a loaded host hides from wall time.
 
-  nice -n 10 python bench/bench_pipeline.py --manual_dir /path/to/moviegenre --threads 1 2 \
+  nice -n 10 .venv/bin/python bench/bench_pipeline.py --manual_dir /path/to/moviegenre --threads 1 2 \
       --configs demo scratch custom_cnn resnet18 resnet50 densenet201    # ~5 min
 
-Recorded 2026-11-24 (2 cores, load average ~10, so expect +-30%), images/s at 268x182 /
-224x224: pipeline num_threads=2 1164 / 728 (0: 833 / 547, 1: 915 / 555, 4: 1068 / 711);
-decode alone 1588 / 669; train step custom_cnn 2.8 / 2.9, narrow 11.8 / 12.5, resnet18 5.8 /
-5.8. The pipeline is never the bottleneck (least margin 58x, narrow CNN at 224x224).
-Recorded 2026-11-25 with the `--configs` line above (load average ~6), posters per CPU-second:
-demo 1934; scratch 1303 stored at 160x107, 801 from the originals; 268x182 configs 910 stored,
-963 originals (the same posters: they are 268x182 already). Wall time, 1 / 2 threads, was
-a third to a half of that (scratch 469 / 592 stored, 363 / 356 originals).
+Records of past runs: docs/benchmarks.md.
 """
 
 import argparse

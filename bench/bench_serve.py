@@ -1,7 +1,7 @@
 """`--mode serve`: seconds from launch to the first answer, and one poster's latency.
 
-  python bench/bench_serve.py --workdir runs/scratch                 # one model
-  python bench/bench_serve.py --workdir runs/a,runs/b --poster x.jpg  # an ensemble, your poster
+  .venv/bin/python bench/bench_serve.py --workdir runs/scratch                 # one model
+  .venv/bin/python bench/bench_serve.py --workdir runs/a,runs/b --poster x.jpg  # an ensemble, your poster
 
 Start-up: from `python launch.py ... --mode serve --port 0` to the first answer of GET
 /api/model (restore, compile, warm-up, uvicorn): one launch on an empty compilation cache
@@ -9,10 +9,7 @@ Start-up: from `python launch.py ... --mode serve --port 0` to the first answer 
 /api/predict and /api/saliency of one poster (default: a synthetic 268x182 JPEG), one
 request at a time after one warm-up request, `--requests` per launch; medians over all.
 
-Recorded 2026-11-24, 2 cores, two training jobs beside it (load average 6-10), a run of
-configs/scratch.py's network (144x96) with tta_flip=True, `--runs 10`: start-up 7.4 s cold,
-6.4 s warm; /api/predict 68 ms, /api/saliency 73 ms. An ensemble of two such runs,
-`--runs 3`: 15.0 s cold, 7.1 s warm; 161 ms and 86 ms.
+Records of past runs: docs/benchmarks.md.
 """
 
 import argparse
