@@ -3,9 +3,9 @@
   .venv/bin/python launch.py --config configs/demo.py --workdir runs/demo
   .venv/bin/python launch.py --workdir runs/demo --mode eval
 
-Expected: 6 epochs and the evaluation in about 2 minutes on a 2-core CPU. Test OF1 0.636, mAP
-0.628 on an AVX-512 CPU (other CPUs round differently: OF1 0.60, mAP 0.61 on an AMD Zen 3),
-against the constant predictor's OF1 0.470 and mAP 0.191, printed beside them.
+Expected: 6 epochs and the evaluation in about 2 minutes on a quiet 2-core CPU (6 minutes on a
+busy one). Test OF1 0.636, mAP 0.628 on an AVX-512 CPU, OF1 0.629, mAP 0.628 on one without
+(CPUs round differently), against the constant predictor's OF1 0.470 and mAP 0.191.
 """
 
 from jaxposter import defaults as default
