@@ -6,6 +6,7 @@ members' mean probability, thresholds tuned on the ensemble's own validation pro
 
 import csv
 import json
+import math
 import os
 
 import numpy as np
@@ -69,14 +70,41 @@ def threshold_of(members, kind) -> float | np.ndarray:
   return thresholds.select({"fixed": 0.5, **tuned}, kind)
 
 
+STREAM_MIN = 64  # posters held in memory at a time, at least (rounded up to whole batches)
+
+
+def chunk_size(members) -> int:
+  """How many posters `run` loads before scoring them: whole batches of every member, so the
+  batches are those of scoring all posters at once, and the output the same."""
+  whole = math.lcm(*(m.exp.config.eval_batch_size for m in members))
+  return whole * math.ceil(STREAM_MIN / whole)
+
+
+def stream_probs(members, paths: list[str]) -> tuple[np.ndarray, list[str], dict]:
+  """`ensemble_probs` of the readable posters among `paths`, loaded and scored `chunk_size`
+  at a time (memory follows the chunk, not the number of inputs): the probabilities, the
+  paths they belong to, and the unreadable paths with their reasons."""
+  num_genres, max_pixels = len(members[0].exp.genres), max_pixels_of(members[0].exp)
+  chunk, records, kept, skipped, probs = chunk_size(members), [], [], {}, []
+  for i, path in enumerate(paths):
+    loaded, ok, bad = load_posters([path], num_genres, max_pixels)
+    records += loaded
+    kept += ok
+    skipped.update(bad)
+    if records and (len(records) == chunk or i == len(paths) - 1):
+      probs.append(ensemble_probs(members, records))
+      records = []
+  return (np.concatenate(probs) if probs else np.zeros((0, num_genres), np.float32), kept,
+          skipped)
+
+
 def run(members, inputs: list[str], kind, output: str = "") -> list[dict]:
   genres = members[0].exp.genres
-  records, kept, skipped = load_posters(collect(inputs), len(genres), max_pixels_of(members[0].exp))
+  probs, kept, skipped = stream_probs(members, collect(inputs))
   for path, reason in skipped.items():
     print(f"skipped {path}: {reason}", flush=True)
-  if not records:
+  if not kept:
     raise FileNotFoundError(f"none of the {len(skipped)} input files is a readable image")
-  probs = ensemble_probs(members, records)
   threshold = threshold_of(members, kind)
   rows = [{"file": path, **answer(p, genres, threshold)} for path, p in zip(kept, probs)]
   if report.is_chief():
