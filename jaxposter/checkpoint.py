@@ -5,6 +5,9 @@ state as a separate item (eval and predict never read it, so damage there cannot
 plus a JSON record: the config it was trained with, the genre vocabulary, the epoch and its
 metrics. The last `keep` epochs are kept, and the best by a validation measure (`BEST_METRICS`).
 A step whose files do not read back raises `DamagedCheckpoint`; callers skip to another.
+A state that is not finite (NaN/inf anywhere) is never written (`NonFinite`), and one read
+back (saved before this guard) counts as damaged. A save that fails (a full disk) raises
+`SaveFailed`, one line.
 """
 
 import logging
@@ -14,6 +17,7 @@ import traceback
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -57,8 +61,28 @@ class OtherOptimizer(Exception):
   than the one asked for (another optimizer, schedule or clipping)."""
 
 
+class NonFinite(DamagedCheckpoint):
+  """A state holding NaN or inf: refused by `save`, and skipped like damage when read back."""
+
+
+class SaveFailed(Exception):
+  """A checkpoint that could not be written (a full disk, a read-only folder); `str` says why."""
+
+
+@jax.jit
+def _all_finite(leaves: list) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def all_finite(tree: Any) -> bool:
+  """Whether every float of `tree` (a state: params, optimizer state, BatchNorm statistics,
+  moving averages) is finite: one fused reduction on the devices, one scalar fetched."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return not leaves or bool(_all_finite(leaves))
+
+
 def _in_orbax(tb) -> bool:
-  return any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in traceback.extract_tb(tb))
+  return any(_in_orbax_file(frame.filename) for frame in traceback.extract_tb(tb))
 
 
 class _AbandonedOrbaxTasks(logging.Filter):
@@ -68,6 +92,20 @@ class _AbandonedOrbaxTasks(logging.Filter):
     tb = record.exc_info[2] if record.exc_info else None
     return not (record.getMessage().startswith("Task exception was never retrieved")
                 and tb is not None and _in_orbax(tb))
+
+
+class _FailedSaveLogs(logging.Filter):
+  """Orbax's logs (tracebacks) of a save failing in its background threads: `save` and
+  `wait` raise that failure as `SaveFailed`, one line."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and _in_orbax_file(record.pathname)
+                and any(s in record.getMessage() for s in (
+                    "raised an exception", "background save thread", "Save Finalize thread")))
+
+
+def _in_orbax_file(path: str) -> bool:
+  return f"{os.sep}orbax{os.sep}" in path
 
 
 def _drop_abandoned_read_noise() -> None:
@@ -88,6 +126,7 @@ def _drop_abandoned_read_noise() -> None:
   hook.drops_abandoned_reads = True
   sys.unraisablehook = hook
   logging.getLogger("asyncio").addFilter(_AbandonedOrbaxTasks())
+  logging.getLogger("absl").addFilter(_FailedSaveLogs())  # Orbax logs through absl
 
 
 def _why(e: Exception) -> str:
@@ -151,12 +190,19 @@ class Checkpoints:
     return aside
 
   def save(self, step: int, state: Any, meta: dict, metrics: dict[str, float] | None) -> None:
-    """Saves asynchronously; `metrics` None (a mid-epoch save) never counts as the best."""
-    os.makedirs(self.directory, exist_ok=True)
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state.replace(opt_state=None)),
-        opt_state=ocp.args.StandardSave(state.opt_state), meta=ocp.args.JsonSave(meta)),
-        metrics=metrics)
+    """Saves asynchronously; `metrics` None (a mid-epoch save) never counts as the best.
+    Raises `NonFinite` (nothing written) for a state holding NaN/inf, and `SaveFailed` when
+    this save, or the one still in flight before it, cannot be written."""
+    if not all_finite(state):
+      raise NonFinite(f"the state at step {step} holds NaN/inf")
+    try:
+      os.makedirs(self.directory, exist_ok=True)
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state.replace(opt_state=None)),
+          opt_state=ocp.args.StandardSave(state.opt_state), meta=ocp.args.JsonSave(meta)),
+          metrics=metrics)
+    except Exception as e:  # Orbax raises what its writers raised, or wraps it
+      raise SaveFailed(f"saving a checkpoint in {self.directory} failed ({_why(e)})") from e
 
   def restore_meta(self, step: int) -> dict:
     try:
@@ -186,8 +232,19 @@ class Checkpoints:
         raise OtherOptimizer(_why(e)) from e
       raise DamagedCheckpoint(_why(e)) from e
 
+  def check(self) -> None:
+    """Raises `SaveFailed` if a save that already finished in the background failed."""
+    try:
+      self._manager.check_for_errors()
+    except Exception as e:  # as in save
+      raise SaveFailed(f"saving a checkpoint in {self.directory} failed ({_why(e)})") from e
+
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Until the saves in flight are on disk; raises `SaveFailed` if one could not be written."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # as in save
+      raise SaveFailed(f"saving a checkpoint in {self.directory} failed ({_why(e)})") from e
 
   def close(self) -> None:
     self._manager.close()

@@ -56,6 +56,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.optimizer.name in train.OPTIMIZERS,
        f"optimizer.name must be one of {', '.join(train.OPTIMIZERS)}"),
       (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
+      (config.log_every_steps >= 1, "log_every_steps must be >= 1"),
+      (config.checkpoint.every_steps >= 0, "checkpoint.every_steps must be >= 0 (0: none)"),
+      (d.name != "synthetic_posters" or min(d.synthetic.num_train, d.synthetic.num_validation,
+                                             d.synthetic.num_test) >= 1,
+       "data.synthetic.num_train/num_validation/num_test must be >= 1 (validation tunes the "
+       "thresholds, test scores the run)"),
       (config.checkpoint.best_metric in checkpoint.BEST_METRICS,
        f"checkpoint.best_metric must be one of {', '.join(checkpoint.BEST_METRICS)}"),
       (config.cpu_devices >= 0, "cpu_devices must be >= 0 (0 = one per core)"),

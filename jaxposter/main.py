@@ -34,7 +34,11 @@ def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mod
       raise UserError("training writes to exactly one --workdir")
     return train_and_evaluate(config, workdirs[0], hooks)
   if mode == "eval":
-    return evaluate_checkpoint(config, workdirs, step, csv, posters)
+    try:
+      return evaluate_checkpoint(config, workdirs, step, csv, posters)
+    except OSError as e:  # writing its reports: a read-only workdir, a full disk
+      raise UserError(f"writing eval's reports failed ({e}); the metrics above are not "
+                      "saved") from e
   if mode == "export":
     return export_model(config, workdirs, step, output)
   if mode == "serve":

@@ -16,11 +16,13 @@ from jaxposter.saved_config import load as load_workdir_config
 
 def load_state(exp, step: int, meta: dict, steps_per_epoch: int, with_optimizer: bool = True):
   """A checkpoint's state, restored into the abstract shapes of the config's model: no
-  initialisation is run (nor compiled) only to be overwritten."""
+  initialisation is run (nor compiled) only to be overwritten. A state holding NaN/inf (saved
+  by a version without the guard against it) raises `checkpoint.NonFinite`: it is skipped
+  like a damaged one, never trained on, scored or served."""
   check_compatible(meta, exp.config, exp.genres, exp.workdir)
   try:
-    return exp.checkpoints.restore(step, exp.new_state(steps_per_epoch, abstract=True),
-                                   with_optimizer)
+    state = exp.checkpoints.restore(step, exp.new_state(steps_per_epoch, abstract=True),
+                                    with_optimizer)
   except checkpoint.OtherOptimizer:
     saved, current = meta["config"], json.loads(exp.config.to_json())
     fields = [f"{section}.{k}" for section in ("optimizer", "schedule") for k in current[section]]
@@ -31,6 +33,9 @@ def load_state(exp, step: int, meta: dict, steps_per_epoch: int, with_optimizer:
             diffs or ["(the same optimizer settings: saved by another optax version?)"])
         + "\nResume with the optimizer and schedule it was trained with, or use a fresh "
         "--workdir.") from None
+  if not checkpoint.all_finite(state):
+    raise checkpoint.NonFinite("its model state holds NaN/inf: the run had diverged")
+  return state
 
 
 def first_intact(ckpts: checkpoint.Checkpoints, steps: list[int],

@@ -1,8 +1,14 @@
 """Training: each epoch's steps, then its end (validation, thresholds, the log record in
-metrics.jsonl, the checkpoint); resuming from the newest intact checkpoint; step hooks."""
+metrics.jsonl, the checkpoint); resuming from the newest intact checkpoint; step hooks.
+
+A run holds its workdir's lock (`run_lock`) throughout. Ctrl-C stops it after the current
+step with that step saved (or, at an epoch's last step, after the epoch's end); a state that
+is no longer finite is never saved, and stops the run naming the last finite checkpoint."""
 
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -11,7 +17,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from jaxposter import checkpoint, evaluate, report, runtime, thresholds, train
+from jaxposter import checkpoint, evaluate, report, run_lock, runtime, thresholds, train
 from jaxposter.data import pipeline
 from jaxposter.errors import UserError
 from jaxposter.experiment import setup
@@ -26,6 +32,11 @@ Hook = Callable[[int, Any], None]
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        hooks: Sequence[Hook] = ()) -> dict:
+  with run_lock.hold(workdir, chief=report.is_chief()), _Interrupt() as interrupt:
+    return _train_and_evaluate(config, workdir, hooks, interrupt)
+
+
+def _train_and_evaluate(config, workdir: str, hooks: Sequence[Hook], interrupt) -> dict:
   exp = setup(config, workdir)
   log_path = os.path.join(workdir, LOG_FILE)
   steps_per_epoch = exp.steps_per_epoch()
@@ -56,9 +67,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   tuned = meta.get("thresholds") if latest is not None else None
   test = None
   for epoch in range(step // steps_per_epoch + 1, config.num_epochs + 1):
-    state, step, train_m = _train_epoch(exp, state, step, epoch, tuned, hooks)
+    state, step, train_m = _train_epoch(exp, state, step, epoch, tuned, hooks, interrupt)
     tuned, test = _end_of_epoch(exp, state, step, epoch, train_m, log_path)
-  exp.checkpoints.wait()
+    if interrupt.requested:
+      _stopped(exp, f"after epoch {epoch} (step {step})")
+  _wait(exp)
   if test is None:
     print(f"{workdir} already holds a run of {config.num_epochs} epochs; nothing to train. "
           "Evaluate it with --mode eval, or raise --config.num_epochs.", flush=True)
@@ -85,11 +98,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return test
 
 
-def _train_epoch(exp, state, step: int, epoch: int, tuned: dict | None, hooks: Sequence[Hook]):
+def _train_epoch(exp, state, step: int, epoch: int, tuned: dict | None, hooks: Sequence[Hook],
+                 interrupt: "_Interrupt"):
   """The epoch's steps from `step` on (all of them, unless resuming mid-epoch): the state and
   step after them, and their train metrics. Batches are placed on the devices ahead of their
   step, metrics summed on the devices and fetched only at log steps (a NaN/inf loss stops
-  there); `tuned`: the thresholds a mid-epoch checkpoint records."""
+  there); `tuned`: the thresholds a mid-epoch checkpoint records. Ctrl-C before the epoch's
+  last step saves the state after the current step and stops."""
   config, steps_per_epoch = exp.config, exp.steps_per_epoch()
   offset = step - (epoch - 1) * steps_per_epoch
   batches = exp.steps.prefetch(pipeline.train_batches(
@@ -113,15 +128,22 @@ def _train_epoch(exp, state, step: int, epoch: int, tuned: dict | None, hooks: S
     in_flight, step = totals, step + 1
     bar.update()
     every = config.checkpoint.every_steps
-    if every and step % every == 0 and step % steps_per_epoch:  # mid-epoch: no metrics
-      exp.checkpoints.save(step, exp.steps.unplace_state(state),
-                           _meta(exp, epoch - 1, None, None, tuned), None)
+    saved = every and step % every == 0 and step % steps_per_epoch
+    if saved:  # mid-epoch: no metrics
+      _save(exp, step, epoch, state, _meta(exp, epoch - 1, None, None, tuned), None)
     for hook in hooks:
       hook(step, exp)
     if step % config.log_every_steps == 0:
-      progress.log(step, _fetch_finite(totals, step, epoch, config))
+      progress.log(step, _fetch_finite(totals, step, epoch, exp))
+      _check_saves(exp)
+    if interrupt.requested and step % steps_per_epoch:  # at an epoch's last step: its end first
+      bar.close()
+      _fetch_finite(totals, step, epoch, exp)
+      if not saved:
+        _save(exp, step, epoch, state, _meta(exp, epoch - 1, None, None, tuned), None)
+      _stopped(exp, f"at step {step} (epoch {epoch})")
   bar.close()
-  train_m = progress.summary(_fetch_finite(totals, step, epoch, config), step)
+  train_m = progress.summary(_fetch_finite(totals, step, epoch, exp), step)
   if train_m["input_wait_share"] > INPUT_BOUND and report.is_chief():
     print(_input_advice(train_m["input_wait_share"], epoch, exp.reader_threads), flush=True)
   return state, step, train_m
@@ -140,8 +162,8 @@ def _end_of_epoch(exp, state, step: int, epoch: int, train_m: dict, log_path: st
   # aside on resume), never an epoch short.
   record = {"epoch": epoch, "step": step, "train": train_m, "validation": val, "test": test}
   report.append_jsonl(log_path, record)
-  exp.checkpoints.save(step, exp.steps.unplace_state(state),
-                       _meta(exp, epoch, val, test, tuned), checkpoint.checkpoint_metrics(val))
+  _save(exp, step, epoch, state, _meta(exp, epoch, val, test, tuned),
+        checkpoint.checkpoint_metrics(val))
   if config.tensorboard and report.is_chief():
     from jaxposter import tensorboard
     tensorboard.write_epoch(os.path.join(exp.workdir, "tensorboard"), record)
@@ -209,14 +231,87 @@ def _input_advice(share: float, epoch: int, threads: int) -> str:
           "cores per accelerator.")
 
 
-def _fetch_finite(totals: dict, step: int, epoch: int,
-                  config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+def _fetch_finite(totals: dict, step: int, epoch: int, exp) -> dict[str, np.ndarray]:
   """The summed train metrics, fetched to the host; stops at a NaN/inf loss."""
   host = jax.device_get(totals)
   if int(host["nonfinite"]):
-    raise UserError(f"the loss became NaN/inf by step {step} (epoch {epoch}); lower "
-                    f"--config.optimizer.learning_rate (now {config.optimizer.learning_rate})")
+    raise _diverged(exp, f"the loss became NaN/inf by step {step} (epoch {epoch})")
   return host
+
+
+def _diverged(exp, what: str) -> UserError:
+  """The error a diverged run stops with, naming the last (finite) checkpoint."""
+  _wait(exp)
+  last = exp.checkpoints.latest_step()
+  where = (f"the last finite checkpoint is step {last} in {exp.checkpoints.directory}, where a "
+           "relaunch resumes" if last is not None else
+           "no checkpoint was saved before it: a relaunch starts afresh")
+  return UserError(f"{what}; {where}. Lower --config.optimizer.learning_rate (now "
+                   f"{exp.config.optimizer.learning_rate})")
+
+
+def _save(exp, step: int, epoch: int, state, meta: dict, metrics: dict | None) -> None:
+  """A checkpoint of the (placed) state; a state holding NaN/inf, or a save that fails (a full
+  disk), stops the run with one line, the checkpoints written so far intact."""
+  try:
+    exp.checkpoints.save(step, exp.steps.unplace_state(state), meta, metrics)
+  except checkpoint.NonFinite:
+    raise _diverged(exp, f"the model state became NaN/inf by step {step} (epoch {epoch}) "
+                    "and was not saved") from None
+  except checkpoint.SaveFailed as e:
+    raise _save_failed(e) from e
+
+
+def _wait(exp) -> None:
+  try:
+    exp.checkpoints.wait()
+  except checkpoint.SaveFailed as e:
+    raise _save_failed(e) from e
+
+
+def _check_saves(exp) -> None:
+  """Stops at a failed background save (a full disk) without waiting for the next save."""
+  try:
+    exp.checkpoints.check()
+  except checkpoint.SaveFailed as e:
+    raise _save_failed(e) from e
+
+
+def _save_failed(e: checkpoint.SaveFailed) -> UserError:
+  return UserError(f"{e}; free some space (or make the folder writable) and relaunch the same "
+                   "command: it resumes from the last checkpoint written")
+
+
+def _stopped(exp, where: str) -> None:
+  """Ends a run stopped by Ctrl-C once its last save is on disk."""
+  _wait(exp)
+  raise UserError(f"stopped by Ctrl-C {where}, which is saved in "
+                  f"{exp.checkpoints.directory}; relaunch the same command to resume")
+
+
+class _Interrupt:
+  """While training, Ctrl-C (SIGINT) only asks the run to stop (`requested`): the loop stops
+  after the current step and saves it. A second Ctrl-C stops at once, as it used to."""
+
+  def __init__(self):
+    self.requested, self._previous = False, None
+
+  def __enter__(self) -> "_Interrupt":
+    if threading.current_thread() is threading.main_thread():  # signals go to the main thread
+      self._previous = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def _handle(self, signum, frame) -> None:
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+    if report.is_chief():
+      print("Ctrl-C: stopping after the current step, once it is saved (Ctrl-C again stops "
+            "at once)", flush=True)
+
+  def __exit__(self, *exc) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
 
 
 class _Progress:
