@@ -359,3 +359,28 @@ def test_multi_label_layout_needs_no_flags(tmp_path, capsys):
   # An explicit layout field turns recognition off: the MovieGenre defaults stay.
   explicit = movie_posters.builder_config(_data(root, csv="train.csv", id_column="Id"))
   assert explicit.poster_dir == "posters"
+
+
+def test_a_poster_replaced_after_its_check_is_dropped_with_its_reason(tmp_path, monkeypatch):
+  """Issue 30 item 3: the check and the store each read the file; a poster that turns into an
+  HTML page between the two (its first read a JPEG, every later one HTML) is never stored."""
+  root = _kaggle(tmp_path / "kaggle", n=30)
+  swapped = str(root / "posters" / "1010.jpg")
+  reads = collections.Counter()
+  real_read = movie_posters.images.read_file
+
+  def read_file(path, *args, **kwargs):
+    reads[str(path)] += 1
+    if str(path) == swapped and reads[str(path)] > 1:
+      return b"<!DOCTYPE html><html>replaced</html>"
+    return real_read(path, *args, **kwargs)
+
+  monkeypatch.setattr(movie_posters.images, "read_file", read_file)
+  builder = movie_posters.make_builder(_data(root), str(tmp_path / "tfds"))
+  builder.download_and_prepare()
+  assert reads[swapped] == 2  # checked once, read once to be stored
+  report = builder.info.metadata["build_report"]
+  assert report["dropped"]["bad_image_html"] == 2  # 1011 from the start, 1010 mid-build
+  assert report["notes"]["changed_during_build"] == 1
+  ids = [r["id"].decode() for s in builder.info.splits for r in _records(builder, s)]
+  assert "1010" not in ids and len(ids) == report["kept"]

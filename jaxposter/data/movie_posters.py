@@ -76,21 +76,23 @@ def parallel_map(fn: Callable, items: Iterable, workers: int = _WORKERS,
       yield pending.popleft().result()
 
 
-def _check_poster(path: str, size, max_pixels: int) -> str | bool:
-  """A skip reason, or whether the file's bytes can be stored as they are."""
+def _check_poster(path: str, max_pixels: int) -> str | None:
+  """Why the poster is skipped, or None when it decodes (a first look: see `_stored_bytes`)."""
   try:
-    return images.keeps_bytes(images.load_rgb(path, max_pixels), size)
+    images.load_rgb(path, max_pixels)
   except (OSError, images.BadImage) as e:
     return images.skip_reason(e)
+  return None
 
 
-def _poster_bytes(path: str, as_is: bool, size, max_pixels: int) -> bytes | None:
+def _stored_bytes(path: str, size, max_pixels: int) -> bytes | str:
+  """The bytes to store, or why the poster is skipped. The file is read once and those very
+  bytes are decoded, then kept as they are (an RGB JPEG no larger than `size`) or re-encoded:
+  a file replaced since `_check_poster` is stored only if its new content decodes."""
   try:
-    if as_is:
-      return images.read_file(path)
     return images.poster_jpeg(path, size, STORE_QUALITY, max_pixels)
-  except (OSError, images.BadImage):
-    return None
+  except (OSError, images.BadImage) as e:
+    return images.skip_reason(e)
 
 
 class MoviePosters(builder_lib.PreparedOnce, tfds.core.GeneratorBasedBuilder):
@@ -159,16 +161,15 @@ class MoviePosters(builder_lib.PreparedOnce, tfds.core.GeneratorBasedBuilder):
     elif not os.path.isdir(poster_dir):
       raise FileNotFoundError(f"poster folder not found: {poster_dir}. Set data.poster_dir, or "
                               "data.download=True to fetch posters from the CSV's URLs.")
-    size = movie_config.store_size(c)
     paths = [posters.poster_path(poster_dir, r.id, c.file_pattern) for r in table.rows]
-    checks = list(parallel_map(lambda p: _check_poster(p, size, c.max_pixels), paths))
+    checks = list(parallel_map(lambda p: _check_poster(p, c.max_pixels), paths))
     usable = collections.defaultdict(list)
     skipped = collections.Counter()
-    for row, path, check in zip(table.rows, paths, checks):
-      if isinstance(check, str):
-        skipped[check] += 1
+    for row, path, reason in zip(table.rows, paths, checks):
+      if reason:
+        skipped[reason] += 1
       else:
-        usable[row.split].append((row, path, check))
+        usable[row.split].append((row, path))
     for reason, n in skipped.items():
       report["dropped"][reason] = report["dropped"].get(reason, 0) + n
     if not usable:
@@ -183,11 +184,12 @@ class MoviePosters(builder_lib.PreparedOnce, tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split: str, items: list) -> Iterator[tuple[str, dict]]:
     c, vocabulary = self.builder_config, self._table().vocabulary
     size, stats = movie_config.store_size(c), self._report["splits"][split]
-    data = parallel_map(lambda item: _poster_bytes(item[1], item[2], size, c.max_pixels), items)
-    for (row, _, _), jpeg in zip(items, data):
-      if jpeg is None:  # changed or vanished since it was checked
-        self._report["dropped"]["bad_image_changed"] = (
-            self._report["dropped"].get("bad_image_changed", 0) + 1)
+    data = parallel_map(lambda item: _stored_bytes(item[1], size, c.max_pixels), items)
+    dropped, notes = self._report["dropped"], self._report["notes"]
+    for (row, _), jpeg in zip(items, data):
+      if isinstance(jpeg, str):  # changed or vanished since it was checked: its new reason
+        dropped[jpeg] = dropped.get(jpeg, 0) + 1
+        notes["changed_during_build"] = notes.get("changed_during_build", 0) + 1
         continue
       stats["examples"] += 1
       for g, bit in zip(vocabulary, row.label):
