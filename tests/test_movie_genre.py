@@ -234,3 +234,40 @@ def test_ids_are_safe_tokens():
   # The split of a numeric id is a hash of its number, as before ids could be tokens.
   assert movie_genre.split_of("0042") == movie_genre.split_of("42")
   assert movie_genre._unit("42") == movie_genre._unit(movie_genre.id_key("42"))  # pylint: disable=protected-access
+
+
+def test_genre_spellings_are_one_genre(tmp_path):
+  """Issue 30 item 4: before, this CSV's top 5 was Action, Horror, Romance, Drama, drama, and
+  its Comedy posters were left unlabelled."""
+  body = b"".join(
+      [_row(i, "Action") for i in range(8)] + [_row(10 + i, "Horror") for i in range(7)]
+      + [_row(20 + i, "Romance") for i in range(6)] + [_row(30 + i, "Drama") for i in range(5)]
+      + [_row(40 + i, "drama") for i in range(2)]
+      + [_row(50 + i, '" drama|COMEDY "') for i in range(2)]
+      + [_row(60 + i, "Comedy") for i in range(3)])
+  t = movie_genre.load(_write(tmp_path, body), top_k=5)
+  assert t.vocabulary == ["Drama", "Action", "Horror", "Romance", "Comedy"]
+  assert all(any(r.label) for r in t.rows)
+  rows = {r.id: r for r in t.rows}
+  assert rows["50"].genres == ("Drama", "Comedy") and rows["50"].label == (1, 0, 0, 0, 1)
+  assert rows["40"].label == rows["30"].label == (1, 0, 0, 0, 0)
+  assert t.genre_merges == {"Drama": {"Drama": 5, "drama": 4},
+                            "Comedy": {"Comedy": 3, "COMEDY": 2}}
+  assert t.genre_counts["Drama"] == 9 and "drama" not in t.genre_counts
+  # an explicit list is read the same way
+  assert movie_genre.load(tmp_path / "MovieGenre.csv", top_k=0,
+                          genres=["comedy", " DRAMA"]).vocabulary == ["Comedy", "Drama"]
+
+
+def test_normalise_genres_rules():
+  row = lambda i, *g: movie_genre.Row(id=str(i), title="", url="", genres=g)
+  rows = [row(1, "Sci  Fi"), row(2, "sci fi"), row(3, "Sci Fi", "SCI FI"), row(4, "Drama")]
+  out, merges = movie_genre.normalise_genres(rows)
+  assert [r.genres for r in out] == [("Sci Fi",), ("Sci Fi",), ("Sci Fi",), ("Drama",)]
+  assert merges == {"Sci Fi": {"SCI FI": 1, "Sci  Fi": 1, "Sci Fi": 1, "sci fi": 1}}
+  assert out[3] is rows[3]  # nothing to change: the row itself
+  # a vocabulary's spelling wins; one that tells two spellings apart keeps them apart
+  out, merges = movie_genre.normalise_genres(rows, ["SCI FI", "Drama"])
+  assert {r.genres for r in out} == {("SCI FI",), ("Drama",)}
+  out, merges = movie_genre.normalise_genres(rows, ["Sci Fi", "sci fi"])
+  assert [r.genres for r in out] == [r.genres for r in rows] and merges == {}

@@ -384,3 +384,51 @@ def test_a_poster_replaced_after_its_check_is_dropped_with_its_reason(tmp_path, 
   assert report["notes"]["changed_during_build"] == 1
   ids = [r["id"].decode() for s in builder.info.splits for r in _records(builder, s)]
   assert "1010" not in ids and len(ids) == report["kept"]
+
+
+def _respell(csv, every: dict[str, tuple[int, str]]):
+  """Rewrites some rows' genre names: {name: (every n-th row, new spelling)}."""
+  lines = csv.read_text().splitlines(keepends=True)
+  for i, line in enumerate(lines[1:], 1):
+    for name, (n, spelling) in every.items():
+      if i % n == 0:
+        line = line.replace(f",{name}|", f",{spelling}|").replace(f"|{name}|", f"|{spelling}|")
+        line = line.replace(f",{name},", f",{spelling},").replace(f"|{name},", f"|{spelling},")
+    lines[i] = line
+  csv.write_text("".join(lines))
+
+
+def test_build_merges_genre_spellings_and_reports_them(tmp_path, capsys):
+  """Issue 30 item 4: "drama" and " COMEDY " label what "Drama" and "Comedy" do."""
+  clean = movie_genre.load(_kaggle(tmp_path / "clean", n=40) / "MovieGenre.csv", top_k=3)
+  root = _kaggle(tmp_path / "kaggle", n=40)
+  _respell(root / "MovieGenre.csv", {"Drama": (3, "drama"), "Comedy": (4, " COMEDY ")})
+  builder = movie_posters.make_builder(_data(root, top_k=3), str(tmp_path / "tfds"))
+  builder.download_and_prepare()
+  printed = capsys.readouterr().out
+  report = builder.info.metadata["build_report"]
+  assert report["vocabulary"] == clean.vocabulary == ["Drama", "Comedy", "Romance"]
+  merged = report["genre_spellings_merged"]
+  assert set(merged) == {"Drama", "Comedy"} and set(merged["Comedy"]) == {"Comedy", "COMEDY"}
+  assert sum(merged["Drama"].values()) == clean.genre_counts["Drama"]
+  assert "merged  'Drama' (" in printed and "'drama' (" in printed
+  labels = {r.id: list(r.label) for r in clean.rows}
+  for split in builder.info.splits:
+    for record in _records(builder, split):
+      assert list(record["label"]) == labels[record["id"].decode()]
+
+
+def test_eval_rows_spells_genres_as_the_vocabulary(tmp_path):
+  """`--mode eval --csv` merges spellings as the build does, the checkpoint's spelling first."""
+  root = _kaggle(tmp_path / "kaggle", n=30)
+  vocabulary = ["Comedy", "Drama", "Sci-Fi"]
+  want, _ = movie_eval.eval_rows(str(root / "MovieGenre.csv"), str(root / "posters"),
+                                 vocabulary, _data(root))
+  want = {e["id"]: list(e["label"]) for e in want}
+  _respell(root / "MovieGenre.csv", {"Drama": (1, "DRAMA"), "Comedy": (2, "comedy")})
+  got, report = movie_eval.eval_rows(str(root / "MovieGenre.csv"), str(root / "posters"),
+                                     vocabulary, _data(root))
+  assert {e["id"]: list(e["label"]) for e in got} == want
+  assert set(report["genre_spellings_merged"]) == {"Drama", "Comedy"}
+  assert set(report["genre_spellings_merged"]["Drama"]) == {"DRAMA"}  # every row respelled
+  assert not set(report["unknown_genres"]) & {"DRAMA", "comedy"}

@@ -1,8 +1,8 @@
 """Any CSV + poster folder as test examples over a trained model's vocabulary (`--mode eval`).
 
-Read and cleaned as `movie_posters` builds do (the same fields, layout detection and poster
-store size), but nothing is sampled or split and nothing is written: the examples are made
-on the fly.
+Read and cleaned as `movie_posters` builds do (the same fields, layout detection, genre
+spelling rule, the vocabulary's spelling first, and poster store size), but nothing is
+sampled or split and nothing is written: the examples are made on the fly.
 """
 
 import collections
@@ -23,12 +23,14 @@ def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
   """Every usable row of any CSV + folder as test examples, labelled over `vocabulary`.
 
   Returns (examples, report): examples in the `poster_features` layout, yielded lazily;
-  `report` counts rows read/dropped, genres unknown to the vocabulary (ignored), and is
+  `report` counts rows read/dropped, genres unknown to the vocabulary (ignored), genre
+  names merged into the vocabulary's spelling (`genre_spellings_merged`), and is
   complete once the examples are exhausted. Nothing is sampled or split.
   """
   f = movie_config.detect_layout(movie_config.data_fields(data_config), csv)
   rows, rows_read, dropped, _ = movie_genre.read_clean(
       csv, **{k: f[k] for k in movie_config.CSV_FIELDS})
+  rows, merges = movie_genre.normalise_genres(rows, vocabulary)  # as the build spells them
   known = set(vocabulary)
   unknown = collections.Counter(g for r in rows for g in r.genres if g not in known)
   rows, unlabeled = movie_genre.label_rows(rows, vocabulary, f["keep_unlabeled"], None)
@@ -39,6 +41,7 @@ def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
                      f"(read {rows_read}, dropped {dropped})")
   report = {"csv": csv, "poster_dir": poster_dir, "rows_read": rows_read, "dropped": dropped,
             "unknown_genres": dict(unknown.most_common()), "vocabulary": list(vocabulary),
+            "genre_spellings_merged": merges,
             "examples": 0}
   size = movie_config.store_size(movie_config.MoviePostersConfig(name="eval", **f))
 

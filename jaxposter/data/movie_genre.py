@@ -6,6 +6,9 @@ Pipeline, each step counting what it drops (`Table.dropped`, by reason):
   clean    ids must be safe tokens ("bad_id": see `id_key`); first row per id wins
            ("duplicate_id"; 0042 and 42 are one id);
            rows without any genre -> "no_genre".
+  spell    genre names that differ only in case or white space are one genre, spelled the
+           way most rows spell it (`normalise_genres`; build and `--mode eval --csv` alike);
+           the spellings merged are reported (`Table.genre_merges`).
   sample   `sample_size` rows: the ones with the smallest sha1(seed, id), so the sample
            does not depend on row order.
   labels   the genre vocabulary is chosen over the cleaned, sampled rows (explicit list,
@@ -54,6 +57,8 @@ class Table:
   rows_read: int  # data rows in the file, malformed ones included
   genre_counts: dict[str, int]  # every genre over the cleaned (and sampled) rows
   notes: dict[str, int] = dataclasses.field(default_factory=dict)  # kept, but worth knowing
+  # canonical name -> {spelling in the CSV: rows}, for names written more than one way
+  genre_merges: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
 
 def read_clean(csv_path: str | os.PathLike, **columns) -> tuple[list[Row], int, dict[str, int],
@@ -76,6 +81,48 @@ def parse_genres(value: str) -> tuple[str, ...]:
   else:
     parts = re.split(r"[|,]", value)
   return tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
+
+
+def genre_key(name: str) -> str:
+  """What makes two genre names one genre: case and white space aside ("Sci  fi" = "Sci Fi")."""
+  return " ".join(name.split()).casefold()
+
+
+def normalise_genres(rows: list[Row], preferred: Sequence[str] = ()
+                     ) -> tuple[list[Row], dict[str, dict[str, int]]]:
+  """Rows whose genre names are spelled one way per `genre_key`: the spelling in `preferred`
+  (a trained model's vocabulary) when it has exactly one, else the spelling most rows use,
+  white space runs folded to one space (ties: the first in code-point order, so "Drama"
+  before "drama").
+
+  Returns (rows, merges): merges maps each canonical name written any other way to
+  {spelling: rows that spell it so}; empty when every name has one spelling.
+  """
+  spellings = collections.defaultdict(collections.Counter)
+  for r in rows:
+    for g in r.genres:
+      spellings[genre_key(g)][g] += 1
+  named = collections.defaultdict(set)
+  for g in preferred:
+    named[genre_key(g)].add(g)
+  canonical, merges = {}, {}
+  for key, counts in spellings.items():
+    if len(named.get(key, ())) > 1:  # a vocabulary that tells them apart: leave them apart
+      canonical.update((g, g) for g in counts)
+      continue
+    votes = collections.Counter()
+    for g, n in counts.items():
+      votes[" ".join(g.split())] += n
+    name = next(iter(named[key])) if key in named else min(votes, key=lambda g: (-votes[g], g))
+    canonical.update((g, name) for g in counts)
+    if set(counts) != {name}:
+      merges[name] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+  if merges:
+    logging.warning("genre names merged (case, white space): %s", merges)
+  out = [r if all(canonical[g] == g for g in r.genres) else
+         dataclasses.replace(r, genres=tuple(dict.fromkeys(canonical[g] for g in r.genres)))
+         for r in rows]
+  return out, merges
 
 
 def _flag(value: str) -> bool | None:
@@ -236,8 +283,11 @@ def load(csv_path: str | os.PathLike, *, id_column="imdbId", genre_column="Genre
                      "the CSV and data.id_column and the genre column settings.")
   if sample_size and sample_size < len(rows):
     dropped["not_sampled"] = len(rows) - sample_size
+  rows, merges = normalise_genres(rows)
   rows = sample(rows, sample_size, sample_seed)
   genre_counts = count_genres(rows)
+  spelled = {genre_key(g): g for g in genre_counts}
+  genres = [spelled.get(genre_key(g), g) for g in genres]  # data.genres=["drama"] is "Drama"
   vocabulary = choose_vocabulary(genre_counts, top_k=top_k, genres=genres, min_count=min_count)
   if not vocabulary:
     raise ValueError(f"no genre has >= {min_count} posters; lower data.min_count.")
@@ -248,4 +298,4 @@ def load(csv_path: str | os.PathLike, *, id_column="imdbId", genre_column="Genre
     raise ValueError("every row was dropped by data.keep_unlabeled=False; choose more genres.")
   logging.info("%s: %d rows read, %d kept, dropped %s", csv_path, rows_read, len(rows), dropped)
   return Table(rows=rows, vocabulary=vocabulary, dropped=dropped, rows_read=rows_read,
-               genre_counts=genre_counts, notes=notes)
+               genre_counts=genre_counts, notes=notes, genre_merges=merges)

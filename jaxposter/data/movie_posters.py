@@ -153,6 +153,7 @@ class MoviePosters(builder_lib.PreparedOnce, tfds.core.GeneratorBasedBuilder):
         "rows_read": table.rows_read, "rows_labelled": len(table.rows),
         "dropped": dict(table.dropped), "notes": dict(table.notes),
         "vocabulary": list(table.vocabulary), "genre_counts_all": table.genre_counts,
+        "genre_spellings_merged": table.genre_merges,
         "download": None, "_start": start}
     if c.download:
       got = posters.download([(r.id, r.url) for r in table.rows], poster_dir,
@@ -219,6 +220,12 @@ class MoviePosters(builder_lib.PreparedOnce, tfds.core.GeneratorBasedBuilder):
     print(summary(report))
 
 
+def merged_lines(merges: dict[str, dict[str, int]]) -> list[str]:
+  """One line per genre name the CSV spells more than one way (movie_genre.normalise_genres)."""
+  return [f"  merged  {', '.join(f'{s!r} ({n})' for s, n in spellings.items())} -> {name!r}"
+          for name, spellings in merges.items()]
+
+
 def summary(report: dict) -> str:
   """A readable account of a build report."""
   splits = list(report["splits"])
@@ -230,6 +237,7 @@ def summary(report: dict) -> str:
     lines.append(f"  dropped {reason:<22} {n:>7}")
   for key, n in report.get("notes", {}).items():
     lines.append(f"  note    {key:<22} {n:>7}")
+  lines += merged_lines(report.get("genre_spellings_merged", {}))
   lines.append(f"  {'genre':<16}" + "".join(f"{s:>11}" for s in splits))
   lines.append(f"  {'(examples)':<16}" + "".join(
       f"{report['splits'][s]['examples']:>11}" for s in splits))
