@@ -1,10 +1,8 @@
 """What the benchmarks share: configs with overrides, a train step on a fixed batch, timing,
 Markdown tables. Importing it imports jax: set XLA_FLAGS before."""
 
-import importlib
 import os
 import statistics
-import sys
 import tempfile
 import time
 from typing import Callable, Sequence
@@ -12,13 +10,14 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from jaxposter import experiment  # pylint: disable=wrong-import-position
+from jaxposter import config_files, experiment
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
 def load_config(name: str, overrides: dict | None = None):
   """configs/<name>.py's config with dotted fields set, e.g. {"model.kwargs.hidden": 256}."""
-  config = importlib.import_module(f"configs.{name}").get_config()
+  config = config_files.load(os.path.join(CONFIGS, f"{name}.py"))
   with config.unlocked():  # model.kwargs starts empty: its fields are new
     for dotted, value in (overrides or {}).items():
       *parents, field = dotted.split(".")

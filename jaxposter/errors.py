@@ -1,5 +1,7 @@
-"""The one exception jaxposter reports without a traceback (this module imports nothing,
-so `launch.py` can use it before jax starts)."""
+"""The one exception jaxposter reports without a traceback, and the exit code of every user
+error (this module imports nothing, so the command line can use it before jax starts)."""
+
+USER_ERROR = 2  # the exit code of a mistake the user can fix: flags, config, data, workdir
 
 
 class UserError(Exception):

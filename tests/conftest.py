@@ -10,7 +10,6 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _XLA_CACHE = tempfile.mkdtemp(prefix="jaxposter_test_xla_cache_")  # shared by the CLI runs
-sys.path.insert(0, ROOT)  # `configs` is importable as a package
 
 # A demo config small enough to compile and train in seconds on a CPU.
 TINY = {
@@ -30,8 +29,8 @@ def tiny_overrides(data_dir: str, **extra) -> list[str]:
 
 
 def tiny_config(data_dir: str):
-  from configs import demo
-  config = demo.get_config()
+  from jaxposter import config_files
+  config = config_files.load(os.path.join(ROOT, "configs", "demo.py"))
   for key, value in {**TINY, "data.data_dir": data_dir}.items():
     *path, leaf = key.split(".")
     node = config

@@ -1,7 +1,7 @@
-"""launch.py with a hook that kills the run with SIGKILL at an exact step, to show resuming
-is exact (timing a kill from outside is flaky). Tests only:
+"""jaxposter's command line with a hook that kills the run with SIGKILL at an exact step, to
+show resuming is exact (timing a kill from outside is flaky). Tests only:
 
-  python tests/killed_launch.py STEP AFTER_SAVE launch.py's flags...
+  python tests/killed_launch.py STEP AFTER_SAVE jaxposter's flags...
 
 AFTER_SAVE 1: once the checkpoints in flight are on disk; 0: at once.
 """
@@ -10,8 +10,6 @@ import functools
 import os
 import signal
 import sys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def kill_at(at_step: int, after_save: bool, step: int, exp) -> None:
@@ -22,9 +20,8 @@ def kill_at(at_step: int, after_save: bool, step: int, exp) -> None:
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, ROOT)
   from absl import app
-  import launch  # defines the flags; imports no jax before its main configures the runtime
+  from jaxposter import cli  # defines the flags; imports no jax before main configures the runtime
   at_step, after_save = int(sys.argv.pop(1)), sys.argv.pop(1) == "1"
   hook = functools.partial(kill_at, at_step, after_save)
-  app.run(functools.partial(launch.main, hooks=[hook]), flags_parser=launch.parse_flags)
+  app.run(functools.partial(cli.main, hooks=[hook]), flags_parser=cli.parse_flags)
