@@ -18,8 +18,9 @@ and unmaps them when freed, so every step faults every page of it in again, 4 KB
 fifth of the step. With glibc's `glibc.malloc.hugetlb=1` those blocks take transparent huge
 pages (2 MB, where the kernel offers them on request, `madvise`): train steps 1.1-1.5x
 faster on a 2-core Zen 4 (bench/bench_vs_torch.py). glibc reads it only at process start,
-so `launch.py` runs itself again with it (`huge_page_env`); a GLIBC_TUNABLES that already
-names it (`glibc.malloc.hugetlb=0` to opt out) is left alone.
+so the command line (`jaxposter`, `launch.py`) starts itself again with it and says so in one
+line (`run_with_huge_pages`); a GLIBC_TUNABLES that already names it is left alone, so
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=0` turns the restart off.
 """
 
 import json
@@ -56,6 +57,19 @@ def cpu_device_count(requested: int, batch_sizes: tuple[int, ...], cores: int) -
   return max(n for n in range(1, max(1, min(cores, 8)) + 1) if divisor % n == 0)
 
 
+def split_notice(requested: int, batch_sizes: tuple[int, ...], cores: int, n: int) -> str:
+  """The line that says the automatic CPU split took fewer devices than cores because the
+  batch sizes do not divide over more, or "" (as many as cores, or `cpu_devices` given)."""
+  most = max(1, min(cores, 8))
+  if requested > 0 or n == most:
+    return ""
+  sizes = " and ".join(f"{k}={v}" for k, v in zip(("batch_size", "eval_batch_size"), batch_sizes))
+  per_core = "one per core" + (", at most 8" if cores > 8 else "")
+  return (f"jaxposter: the CPU runs as {n} device{'s' if n > 1 else ''}, not {most} ({per_core}): "
+          f"{n} is the most that divides {sizes}; multiples of {most} use every core (or set "
+          "--config.cpu_devices)")
+
+
 def configure(cpu_devices: int = 0, batch_sizes: tuple[int, ...] = (),
               compilation_cache: str = "", cpu_filter_grad: str = "auto") -> None:
   """Sets the CPU device count (unless XLA_FLAGS already does, e.g. tests forcing 8), the
@@ -68,6 +82,9 @@ def configure(cpu_devices: int = 0, batch_sizes: tuple[int, ...] = (),
   if _DEVICE_FLAG not in flags and not os.environ.get("JAX_PLATFORMS", "").startswith(("gpu", "cuda", "tpu")):
     n = cpu_device_count(cpu_devices, batch_sizes, usable_cores())
     os.environ["XLA_FLAGS"] = f"{flags} {_DEVICE_FLAG}={n}".strip()
+    adapted = split_notice(cpu_devices, batch_sizes, usable_cores(), n)
+    if adapted:
+      print(adapted, flush=True)
   if compilation_cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.expanduser(compilation_cache)
     # Every program, however quick to compile: eval and predict compile many small ones.
@@ -113,8 +130,11 @@ def huge_page_env(environ, platform: str = sys.platform, thp: str = THP_SETTING)
 
 
 def run_with_huge_pages() -> None:
-  """Runs this process's command again with `huge_page_env` if it gives one (never returns
-  then); call first thing, before jax or threads start."""
+  """Runs this process's command again with `huge_page_env` if it gives one, after one line
+  that says so (never returns then); call first thing, before jax or threads start."""
   env = huge_page_env(os.environ)
   if env is not None:
+    print(f"jaxposter: restarting with GLIBC_TUNABLES={env['GLIBC_TUNABLES']} (glibc's malloc on "
+          "huge pages: faster XLA:CPU steps; GLIBC_TUNABLES=glibc.malloc.hugetlb=0 turns this off)",
+          flush=True)
     os.execve(sys.executable, sys.orig_argv, env)  # the same interpreter options and script
