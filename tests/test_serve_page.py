@@ -1,7 +1,7 @@
 """`launch.py --mode serve` as a person meets it: started from the command line it answers
 on 127.0.0.1 and stops cleanly on Ctrl-C; in headless Chromium the page shows a poster's
 genres (the top one --mode predict's), its Grad-CAM for the genre picked, why a bad file was
-refused, and takes a poster dropped on it."""
+refused, takes a poster dropped on it, fits a 420-pixel-wide window and asks for no favicon."""
 
 import json
 import os
@@ -75,16 +75,39 @@ def _require_browser():
   if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
     pytest.skip("no browser here: apt-get install chromium chromium-driver")
   return pytest.importorskip("selenium.webdriver",
-                             reason="the browser driver: pip install -e '.[browser]'")
+                             reason="the browser driver: pip install -e '.[test]'")
 
 
-def _chrome():
+def _chrome(profile):
+  """Headless Chromium with a fresh profile, quiet: no background updates or sync."""
   webdriver = _require_browser()
   options = webdriver.ChromeOptions()
   options.binary_location = CHROMIUM
-  for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,1000"):
+  for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+              "--no-first-run", "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", f"--user-data-dir={profile}", "--window-size=1100,1000"):
     options.add_argument(arg)
+  options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
   return webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+
+
+OVERFLOW = """  // what sticks out sideways: past the viewport (less its scroll bar), or out of its card
+  const width = document.documentElement.clientWidth;
+  const out = [...document.body.querySelectorAll("*")]
+      .map(e => [e, e.getBoundingClientRect(), e.closest(".card")])
+      .filter(([e, r, card]) => r.width > 0 && (r.left < -0.5 || r.right > width + 0.5
+          || (card && card !== e && r.right > card.getBoundingClientRect().right + 0.5)))
+      .map(([e, r]) => `${e.tagName}.${e.className} ${r.left}..${r.right}`);
+  return [window.innerWidth, document.documentElement.scrollWidth, width, out];
+"""
+
+
+def _phone_width(driver, width: int = 420):
+  """The page in a `width`-pixel window with a scroll bar (it leaves the page less room than
+  a phone's overlay one): the window's width, the page's, the room, what overflows it."""
+  driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                         {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+  return driver.execute_script(OVERFLOW)
 
 
 DROP = """  // a poster dropped on the drop zone: red above, blue below
@@ -109,7 +132,7 @@ def test_the_page_in_chromium(server, two_runs, poster, tmp_path):
   probs = json.loads(out.read_text())[0]["probabilities"]
   bad = tmp_path / "saved_error_page.jpg"
   bad.write_text("<!doctype html><html><body>404 Not Found</body></html>")
-  driver = _chrome()
+  driver = _chrome(tmp_path / "profile")
   try:
     driver.get(server[1])
     driver.find_element(By.ID, "files").send_keys(f"{poster}\n{bad}")
@@ -131,6 +154,11 @@ def test_the_page_in_chromium(server, two_runs, poster, tmp_path):
     screenshot = str(tmp_path / "serve_page.png")
     driver.save_screenshot(screenshot)
     print(f"screenshot: {screenshot}")
+    window, page, room, overflowing = _phone_width(driver)  # two scored cards and an error
+    assert window == 420 and page <= room <= window and not overflowing, (page, overflowing)
+    driver.save_screenshot(str(tmp_path / "serve_page_420.png"))
+    # No request the page does not need (a browser asks for /favicon.ico unless told).
+    assert not [e for e in driver.get_log("browser") if "favicon" in e["message"]]
   finally:
     driver.quit()
 
