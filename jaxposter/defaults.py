@@ -116,7 +116,7 @@ def get_config() -> ml_collections.ConfigDict:
   # CPU-only hosts: split the CPU into this many devices (0 = one per core, up to 8, dividing
   # the batch sizes); XLA:CPU runs devices side by side (jaxposter/runtime.py)
   c.cpu_devices = 0
-  # CPU only: who computes convolution filter gradients (jaxposter/models/cpu_ops.py): "auto"
+  # CPU only: who computes convolution filter gradients (jaxposter/models/cpu_ops/): "auto"
   # (XLA's own on AVX-512 CPUs but for 128+ output channels over large maps, patches + matmul
   # elsewhere, 2x faster steps on AMD Zen 3), "patches" or "xla"
   c.cpu_filter_grad = "auto"

@@ -180,6 +180,9 @@ class Experiment:
     return state.replace(params=params, opt_state=jax.jit(state.tx.init, out_shardings=repl)(params),
                          batch_stats=jax.device_put(variables.get("batch_stats"), repl))
 
+  def model_for(self, platform: str):  # an export's model per platform ("cpu": the routes)
+    return build_model(self.config, len(self.genres), platform)
+
   def steps_per_epoch(self) -> int:
     return pipeline.steps_per_epoch(self.num_examples("train"), self.config.batch_size)
 
@@ -210,6 +213,16 @@ def _num_examples(data, split: str) -> int:
   return data.info.splits[split].num_examples
 
 
+def build_model(config: ml_collections.ConfigDict, num_classes: int, platform: str):
+  """The config's model with `platform`'s ops: the CPU routes (`cpu_ops`) on "cpu", else flax's."""
+  m = config.model
+  return models.create_model(
+      m.name, num_classes, dtype=m.dtype, dropout_rate=m.dropout_rate, frozen_bn=m.freeze_backbone,
+      bn_axis_name=train.PMAP_AXIS if config.parallelism == "pmap" else None,
+      ops=cpu_ops.model_ops(config.cpu_filter_grad) if platform == "cpu" else None,
+      **m.kwargs.to_dict(), **({"remat": True} if m.remat else {}))
+
+
 def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = False,
           genres: list[str] | None = None,
           checkpoints: checkpoint.Checkpoints | None = None) -> Experiment:
@@ -224,17 +237,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
     if genres is None:
       data = _prepare_once(config.data)
       genres = builder_lib.vocabulary(data)
-    kwargs = config.model.kwargs.to_dict()
-    if config.model.remat:
-      if config.model.name in models.MODELS and "remat" not in models.arguments(
-          config.model.name):
-        raise ValueError(f"model.remat=True: model {config.model.name} has no layers to "
-                         "recompute (only the DenseNets do); set model.remat=False")
-      kwargs["remat"] = True
-    model = models.create_model(
-        config.model.name, len(genres), dtype=config.model.dtype,
-        dropout_rate=config.model.dropout_rate, frozen_bn=config.model.freeze_backbone,
-        bn_axis_name=train.PMAP_AXIS if config.parallelism == "pmap" else None, **kwargs)
+    model = build_model(config, len(genres), jax.default_backend())
   except (ValueError, FileNotFoundError) as e:
     raise UserError(str(e)) from e
   if not read_only and (n_train := _num_examples(data, "train")) < config.batch_size:

@@ -33,7 +33,6 @@ _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
 THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 DEFAULT_CACHE = "~/.cache/jaxposter/xla"
-FILTER_GRAD_VAR = "JAXPOSTER_CPU_FILTER_GRAD"
 
 
 def usable_core_ids() -> list[int]:
@@ -71,13 +70,9 @@ def split_notice(requested: int, batch_sizes: tuple[int, ...], cores: int, n: in
 
 
 def configure(cpu_devices: int = 0, batch_sizes: tuple[int, ...] = (),
-              compilation_cache: str = "", cpu_filter_grad: str = "auto") -> None:
-  """Sets the CPU device count (unless XLA_FLAGS already does, e.g. tests forcing 8), the
-  compilation cache folder ("" = off) and, unless "auto" or already set, who computes
-  convolution filter gradients on the CPU (JAXPOSTER_CPU_FILTER_GRAD, read by
-  models/cpu_ops.py). Call before jax is imported."""
-  if cpu_filter_grad != "auto":
-    os.environ.setdefault(FILTER_GRAD_VAR, cpu_filter_grad)
+              compilation_cache: str = "") -> None:
+  """Sets the CPU device count (unless XLA_FLAGS already does, e.g. tests forcing 8) and the
+  compilation cache folder ("" = off). Call before jax is imported."""
   flags = os.environ.get("XLA_FLAGS", "")
   if _DEVICE_FLAG not in flags and not os.environ.get("JAX_PLATFORMS", "").startswith(("gpu", "cuda", "tpu")):
     n = cpu_device_count(cpu_devices, batch_sizes, usable_cores())
@@ -109,8 +104,7 @@ def configure_for(config, workdirs: list[str]) -> None:
       settings = {}  # the mode itself reports a missing or broken workdir
   batch_sizes = tuple(settings[k] for k in ("batch_size", "eval_batch_size") if k in settings)
   configure(settings.get("cpu_devices", 0), batch_sizes,
-            settings.get("compilation_cache", DEFAULT_CACHE),
-            settings.get("cpu_filter_grad", "auto"))
+            settings.get("compilation_cache", DEFAULT_CACHE))
 
 
 def huge_page_env(environ, platform: str = sys.platform, thp: str = THP_SETTING) -> dict | None:

@@ -1,5 +1,9 @@
 """The CPU lowerings (convolutions on tiny maps, filter gradients as matmuls, depthwise
-convolutions, max pooling) equal lax's own, outputs and gradients."""
+convolutions, max pooling) equal lax's own, outputs and gradients, op by op and in every
+model family; the models take them as fields and never import them."""
+
+import ast
+import os
 
 import flax.linen as nn
 import jax
@@ -8,6 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from jaxposter import models
 from jaxposter.models import cpu_ops
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -65,7 +70,7 @@ def test_pointwise_conv_equals_lax_in_outputs_and_gradients(h, w, stride):
                                                    dimension_numbers=NHWC)
   y, ours_vjp = jax.vjp(jax.jit(ours), x, k)
   y_ref, plain_vjp = jax.vjp(lambda a, b: _plain(a, b, stride, 0), x, k)
-  assert "conv" not in jax.jit(ours).lower(x, k).as_text()  # the matmul route was taken
+  assert "convolution" not in jax.jit(ours).lower(x, k).as_text()  # the matmul route was taken
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
   g = jax.random.normal(kg, y.shape)
   for a, b in zip(ours_vjp(g), plain_vjp(g)):
@@ -110,13 +115,16 @@ def test_a_flax_conv_through_it_has_the_same_parameters_and_outputs():
 
 
 @pytest.mark.parametrize("shape", [(2, 7, 5, 3), (2, 8, 6, 3), (1, 1, 2, 2), (1, 3, 2, 1)])
-@pytest.mark.parametrize("pool, window, pad", [(cpu_ops.max_pool_3x3_s2, 3, 1),
-                                               (cpu_ops.max_pool_2x2, 2, 0)])
-def test_max_pool_matches_reduce_window(shape, pool, window, pad):
-  """The CPU's separable max pools: reduce_window's values (floor mode: odd edges dropped),
-  and its gradient where no ties."""
+@pytest.mark.parametrize("window, strides, padding", [
+    ((3, 3), (2, 2), ((1, 1), (1, 1))),  # the ResNet/DenseNet stem's
+    ((2, 2), (2, 2), "VALID"),  # the paper CNN's
+    ((3, 2), (1, 2), "SAME"), ((2, 3), None, ((0, 1), (2, 0)))])
+def test_max_pool_matches_reduce_window(shape, window, strides, padding):
+  """The CPU's separable max pools: flax's (reduce_window's) values (floor mode: odd edges
+  dropped), and its gradient where no ties."""
   x = jax.random.normal(jax.random.key(0), shape)  # continuous: no ties
-  ref = lambda x: nn.max_pool(x, (window, window), strides=(2, 2), padding=((pad, pad),) * 2)
+  ref = lambda x: nn.max_pool(x, window, strides=strides, padding=padding)
+  pool = lambda x: cpu_ops.max_pool(x, window, strides, padding)
   np.testing.assert_array_equal(pool(x), ref(x))
   g = jax.random.normal(jax.random.key(1), ref(x).shape)
   grad = lambda f: jax.vjp(f, x)[1](g)[0]
@@ -153,43 +161,99 @@ def test_patch_filter_grad_equals_lax_in_outputs_and_gradients(h, w, cin, cout, 
 
 
 @pytest.mark.parametrize("route", ["patches", "xla"])
-def test_the_filter_grad_route_is_chosen_by_the_environment(monkeypatch, route):
-  monkeypatch.setenv("JAXPOSTER_CPU_FILTER_GRAD", route)
-  cpu_ops.filter_grad_route.cache_clear()
-  try:
-    assert cpu_ops.filter_grad_route() == route
-    x, k = jnp.ones((2, 6, 4, 3)), jnp.ones((3, 3, 3, 8))
-    grad = jax.grad(lambda k: cpu_ops.conv_general_dilated(x, k, (1, 1), "SAME",
-                                                           dimension_numbers=NHWC).sum())
-    jaxpr = str(jax.make_jaxpr(grad)(k))
-    assert ("dot_general" in jaxpr) == (route == "patches")  # patches^T . dy
-    np.testing.assert_allclose(grad(k), jax.grad(lambda k: _plain(x, k, 1, 1).sum())(k),
-                               rtol=1e-5)
-  finally:
-    cpu_ops.filter_grad_route.cache_clear()
+def test_the_filter_grad_route_is_the_routes_argument(route):
+  x, k = jnp.ones((2, 6, 4, 3)), jnp.ones((3, 3, 3, 8))
+  grad = jax.grad(lambda k: cpu_ops.ConvRoute(route)(x, k, (1, 1), "SAME",
+                                                     dimension_numbers=NHWC).sum())
+  jaxpr = str(jax.make_jaxpr(grad)(k))
+  assert ("dot_general" in jaxpr) == (route == "patches")  # patches^T . dy
+  np.testing.assert_allclose(grad(k), jax.grad(lambda k: _plain(x, k, 1, 1).sum())(k),
+                             rtol=1e-5)
 
 
-def test_auto_takes_the_matmul_filter_grad_only_where_xla_crawls_on_avx512(monkeypatch):
-  """On AVX-512 CPUs ("auto" stays per shape): 128+ output channels over 32k+ positions."""
-  monkeypatch.setattr(cpu_ops, "filter_grad_route", lambda: "auto")
+def test_large_takes_the_matmul_filter_grad_only_where_xla_crawls_on_avx512():
+  """AVX-512 CPUs ("large"): 128+ output channels over 32k+ positions."""
   same = ((1, 1), (1, 1))
-  assert cpu_ops.patch_filter_grad((16, 134, 91, 64), (3, 3, 64, 128), (1, 1), same)
-  assert cpu_ops.patch_filter_grad((64, 36, 24, 128), (3, 3, 128, 128), (1, 1), same)
-  assert not cpu_ops.patch_filter_grad((64, 36, 24, 128), (3, 3, 128, 128), (2, 2), same)
-  assert not cpu_ops.patch_filter_grad((16, 134, 91, 64), (3, 3, 64, 64), (1, 1), same)
-  assert not cpu_ops.patch_filter_grad((64, 18, 12, 128), (3, 3, 128, 128), (1, 1), same)
+  assert cpu_ops.patch_filter_grad((16, 134, 91, 64), (3, 3, 64, 128), (1, 1), same, "large")
+  assert cpu_ops.patch_filter_grad((64, 36, 24, 128), (3, 3, 128, 128), (1, 1), same, "large")
+  assert not cpu_ops.patch_filter_grad((64, 36, 24, 128), (3, 3, 128, 128), (2, 2), same, "large")
+  assert not cpu_ops.patch_filter_grad((16, 134, 91, 64), (3, 3, 64, 64), (1, 1), same, "large")
+  assert not cpu_ops.patch_filter_grad((64, 18, 12, 128), (3, 3, 128, 128), (1, 1), same, "large")
   x, k = jnp.ones((2, 128, 128, 3)), jnp.ones((3, 3, 3, 128))  # 2 x 128 x 128 positions
   for x, taken in ((x, True), (x[:, :64], False)):
-    grad = jax.grad(lambda k: cpu_ops.conv_general_dilated(x, k, (1, 1), "SAME",
-                                                           dimension_numbers=NHWC).sum())
+    grad = jax.grad(lambda k: cpu_ops.ConvRoute("large")(x, k, (1, 1), "SAME",
+                                                         dimension_numbers=NHWC).sum())
     assert ("dot_general" in str(jax.make_jaxpr(grad)(k))) == taken
 
 
-def test_an_unknown_filter_grad_route_is_refused(monkeypatch):
-  monkeypatch.setenv("JAXPOSTER_CPU_FILTER_GRAD", "onednn")
-  cpu_ops.filter_grad_route.cache_clear()
-  try:
-    with pytest.raises(ValueError, match="auto, patches or xla"):
-      cpu_ops.filter_grad_route()
-  finally:
-    cpu_ops.filter_grad_route.cache_clear()
+@pytest.mark.parametrize("route", cpu_ops.FILTER_GRADS)
+def test_every_route_lowers_for_a_symbolic_batch(route):
+  """An export's batch is symbolic: "large" once failed on AVX-512 CPUs with `Symbolic
+  dimension comparison '384*batch' >= '32768' is inconclusive` (the demo's 24x16 128-channel
+  conv). A symbolic batch counts as 1."""
+  k = jnp.ones((3, 3, 64, 128))
+  conv = lambda x: cpu_ops.ConvRoute(route)(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
+  spec = jax.ShapeDtypeStruct((jax.export.symbolic_shape("batch")[0], 24, 16, 64), jnp.float32)
+  exported = jax.export.export(jax.jit(conv), platforms=("cpu",))(spec)
+  assert exported.out_avals[0].shape[1:] == (24, 16, 128)
+
+
+def test_the_config_choice_becomes_a_route_for_this_host(tmp_path):
+  """"auto" reads the host's CPU flags once, in the assembly: "large" with AVX-512."""
+  avx512, older = tmp_path / "avx512", tmp_path / "older"
+  avx512.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512dq\n")
+  older.write_text("flags\t\t: fpu sse2 avx2\n")
+  assert cpu_ops.host_filter_grad("auto", str(avx512)) == "large"
+  assert cpu_ops.host_filter_grad("auto", str(older)) == "patches"
+  assert cpu_ops.host_filter_grad("auto", str(tmp_path / "missing")) == "patches"
+  assert cpu_ops.host_filter_grad("xla", str(avx512)) == "xla"
+  with pytest.raises(ValueError, match="auto, patches, xla"):
+    cpu_ops.host_filter_grad("onednn")
+  with pytest.raises(ValueError, match="filter gradient route 'auto'"):
+    cpu_ops.patch_filter_grad((1, 8, 8, 3), (3, 3, 3, 8), (1, 1), ((1, 1),) * 2, "auto")
+
+
+TINY_MODELS = {  # one of each family, small enough to compile in seconds
+    "custom_cnn": dict(features=(4, 8, 8), hidden=16),
+    "resnet18": dict(num_filters=8),  # its last stage meets 1x1 maps: patches
+    "densenet121": dict(growth_rate=4, num_init_features=8, block_config=(1, 1)),
+    "efficientnet_lite0": dict(width=0.25, depth=0.3),  # depthwise convs
+}
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_models_compute_the_same_with_and_without_the_cpu_routes(name):
+  """A model given the CPU routes (what the assembly hands in on a CPU host) has flax's
+  parameters, outputs and gradients, and its program holds the routes (`cpu_route_*`)."""
+  x = jax.random.normal(jax.random.key(0), (2, 32, 24, 3))
+  plain = models.create_model(name, 5, **TINY_MODELS[name])
+  routed = models.create_model(name, 5, ops=cpu_ops.model_ops("patches"), **TINY_MODELS[name])
+  variables = plain.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, routed.init(jax.random.key(1), x)) == \
+      jax.tree.map(jnp.shape, variables)
+
+  def loss(model):
+    return lambda p: model.apply({**variables, "params": p}, x, train=False).sum()
+
+  plain_loss = jax.jit(jax.value_and_grad(loss(plain)))
+  routed_loss = jax.jit(jax.value_and_grad(loss(routed)))
+  value, grads = plain_loss(variables["params"])
+  routed_value, routed_grads = routed_loss(variables["params"])
+  np.testing.assert_allclose(routed_value, value, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(routed_grads), jax.tree.leaves(grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  assert f"@{cpu_ops.ROUTE_PREFIX}" in routed_loss.lower(variables["params"]).as_text()
+  assert f"@{cpu_ops.ROUTE_PREFIX}" not in plain_loss.lower(variables["params"]).as_text()
+
+
+def test_models_do_not_import_the_cpu_routes():
+  """Models stay platform-free: only the assembly (jaxposter/experiment.py) imports cpu_ops."""
+  folder = os.path.dirname(models.__file__)
+  for name in os.listdir(folder):
+    if name.endswith(".py"):
+      with open(os.path.join(folder, name)) as f:
+        tree = ast.parse(f.read())
+      imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                  for a in n.names} | {n.module for n in ast.walk(tree)
+                                       if isinstance(n, ast.ImportFrom) and n.module}
+      assert not any("cpu_ops" in i for i in imported), name

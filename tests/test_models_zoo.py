@@ -1,7 +1,9 @@
 """ResNet / DenseNet zoo: torchvision parameter counts (no compile), small-variant forwards."""
 
+import functools
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,7 +143,8 @@ def test_bfloat16_computes_in_bf16_keeps_float32_state(name):
 
 
 def test_zero_init_residual_zeroes_last_bn_scale():
-  parts = dict(conv=layers.Conv, norm=layers.batch_norm(False, False, None, jnp.float32))
+  parts = dict(conv=functools.partial(nn.Conv, use_bias=False),
+               norm=layers.batch_norm(False, False, None, jnp.float32))
   for block, last in [(resnet.BasicBlock, "bn2"), (resnet.Bottleneck, "bn3")]:
     v = block(planes=4, zero_init_residual=True, **parts).init(
         jax.random.key(0), jnp.zeros((1, 4, 4, 16)))["params"]

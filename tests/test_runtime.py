@@ -52,17 +52,6 @@ def test_a_second_process_compiles_nothing(tiny_data_dir, tmp_path):
   assert _cache_entries(cache) == first  # eval restores and scores with the same programs
 
 
-def test_configure_passes_a_chosen_filter_grad_route_and_leaves_auto_to_cpu_ops(monkeypatch):
-  monkeypatch.delenv(runtime.FILTER_GRAD_VAR, raising=False)
-  runtime.configure(1, (64,), "", "auto")
-  assert runtime.FILTER_GRAD_VAR not in os.environ
-  runtime.configure(1, (64,), "", "xla")
-  assert os.environ[runtime.FILTER_GRAD_VAR] == "xla"
-  monkeypatch.setenv(runtime.FILTER_GRAD_VAR, "patches")  # the environment wins, as for XLA_FLAGS
-  runtime.configure(1, (64,), "", "xla")
-  assert os.environ[runtime.FILTER_GRAD_VAR] == "patches"
-
-
 @pytest.mark.parametrize("environ, platform, thp, expected", [
     ({}, "linux", "always [madvise] never", "glibc.malloc.hugetlb=1"),
     ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "linux", "[always] madvise never",

@@ -8,6 +8,10 @@ BatchNorm statistics live in the ``'batch_stats'`` collection. Every model takes
 (a frozen backbone: running statistics in training too, no gradient below the head), and
 computes its final spatial feature map in a ``feature_map(x, train)`` method called from
 ``__call__`` (what ``saliency.grad_cam`` explains).
+
+The models are platform-free: their platform ops (``OPS``: the ``conv`` module, ``max_pool``)
+are fields, flax's ``nn.Conv`` and ``nn.max_pool`` unless the assembly hands in others
+(``jaxposter/experiment.py``: the CPU routes on a CPU host).
 """
 
 from typing import Any, Callable
@@ -27,19 +31,29 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+OPS = ("conv", "max_pool")  # platform ops: fields handed in by the assembly, not config knobs
 
 
-def arguments(name: str) -> set[str]:
-  """The constructor arguments of registered model `name` (its dataclass fields)."""
+def _fields(name: str) -> set[str]:
   ctor = MODELS[name]
   return set(getattr(getattr(ctor, "func", ctor), "__dataclass_fields__", {}))
 
 
+def arguments(name: str) -> set[str]:
+  """The constructor arguments of registered model `name` (its dataclass fields) but `OPS`."""
+  return _fields(name) - set(OPS)
+
+
 def create_model(name: str, num_classes: int, *, dtype: str = "float32",
-                 **kwargs: Any) -> nn.Module:
-  """Builds a registered model; unknown names or dtypes raise ValueError naming the choices."""
+                 ops: dict[str, Any] | None = None, **kwargs: Any) -> nn.Module:
+  """Builds a registered model; unknown names or dtypes raise ValueError naming the choices.
+  `ops`: platform ops by field name (`OPS`), of which the model takes those it has."""
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
   if dtype not in DTYPES:
     raise ValueError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
-  return MODELS[name](num_classes=num_classes, dtype=DTYPES[dtype], **kwargs)
+  if kwargs.get("remat") and "remat" not in _fields(name):
+    raise ValueError(f"model.remat=True: model {name} has no layers to recompute (only the "
+                     "DenseNets do); set model.remat=False")
+  ops = {k: v for k, v in (ops or {}).items() if k in _fields(name)}
+  return MODELS[name](num_classes=num_classes, dtype=DTYPES[dtype], **ops, **kwargs)

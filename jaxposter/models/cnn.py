@@ -1,12 +1,12 @@
 """The reference paper's VGG-style custom CNN, in Flax Linen (NHWC)."""
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxposter.models import cpu_ops, layers
+from jaxposter.models import layers
 
 
 def adaptive_avg_pool(x: jnp.ndarray, out_hw: tuple[int, int]) -> jnp.ndarray:
@@ -48,6 +48,8 @@ class CustomCNN(nn.Module):
   bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
   frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
+  conv: layers.ModuleDef = nn.Conv  # platform ops (jaxposter/experiment.py hands them in)
+  max_pool: Callable = nn.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -68,7 +70,7 @@ class CustomCNN(nn.Module):
 
   def feature_map(self, x, train: bool):
     """The last conv stage's output: the map Grad-CAM explains (`saliency`)."""
-    conv = functools.partial(layers.Conv, use_bias=not self.batch_norm, dtype=self.dtype)
+    conv = functools.partial(self.conv, use_bias=not self.batch_norm, dtype=self.dtype)
     norm = layers.batch_norm(train, self.frozen_bn, self.bn_axis_name, self.dtype)
     x = x.astype(self.dtype)
     counts = self.convs_per_stage
@@ -84,5 +86,5 @@ class CustomCNN(nn.Module):
           x = norm(name=name.replace("conv", "bn"))(x)
         x = nn.relu(x)
       if i < len(self.features) - 1:
-        x = cpu_ops.max_pool_2x2(x)
+        x = self.max_pool(x, (2, 2), (2, 2))
     return x

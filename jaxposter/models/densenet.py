@@ -7,13 +7,13 @@ is the ``head`` submodule; everything else is the backbone.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxposter.models import cpu_ops, layers
+from jaxposter.models import layers
 
 # torchvision: kaiming_normal_ (fan_in, gain sqrt(2)), untruncated.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -109,14 +109,16 @@ class DenseNet(layers.PooledHead):
   bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
   frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
+  conv: layers.ModuleDef = nn.Conv  # platform ops (jaxposter/experiment.py hands them in)
+  max_pool: Callable = nn.max_pool
 
   def feature_map(self, x, train: bool):
     """ReLU(norm5) after the last block: the map Grad-CAM explains (`saliency`)."""
-    conv = functools.partial(layers.Conv, kernel_init=conv_init, dtype=self.dtype)
+    conv = functools.partial(self.conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
     norm = layers.batch_norm(train, self.frozen_bn, self.bn_axis_name, self.dtype)
     checkpoint = self.remat and train and not self.is_initializing()
     x = conv(self.num_init_features, (7, 7), 2, padding=3, name="conv0")(x.astype(self.dtype))
-    x = cpu_ops.max_pool_3x3_s2(nn.relu(norm(name="norm0")(x)))
+    x = self.max_pool(nn.relu(norm(name="norm0")(x)), (3, 3), (2, 2), ((1, 1), (1, 1)))
     features = self.num_init_features
     for i, n_layers in enumerate(self.block_config):
       block = [x]

@@ -98,10 +98,12 @@ class EfficientNetLite(layers.PooledHead):
   bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
   frozen_bn: bool = False  # a frozen backbone: running statistics, no drop-connect
   dtype: Any = jnp.float32
+  conv: layers.ModuleDef = nn.Conv  # the platform's (jaxposter/experiment.py hands it in)
 
   def feature_map(self, x, train: bool):
     """ReLU6(bn1(conv_head)): the map Grad-CAM explains (`saliency`)."""
-    conv = functools.partial(layers.Conv, padding="SAME", kernel_init=conv_init, dtype=self.dtype)
+    conv = functools.partial(self.conv, use_bias=False, padding="SAME", kernel_init=conv_init,
+                             dtype=self.dtype)
     norm = layers.batch_norm(train, self.frozen_bn, self.bn_axis_name, self.dtype,
                              momentum=0.99, epsilon=1e-3)
     x = conv(STEM, (3, 3), 2, name="conv_stem")(x.astype(self.dtype))

@@ -1,8 +1,9 @@
-"""What the models share: conv and BatchNorm partials, the unit built from them, the head.
+"""What the models share: BatchNorm partials, the unit built from conv and norm, the head.
 
-As in flax's ResNet example, a model's options (`dtype`, `bn_axis_name`, `frozen_bn`) live
-on the model alone: its `__call__` turns them into `conv` and `norm` partials once and hands
-those to its blocks, which hold no options of their own.
+As in flax's ResNet example, a model's options (`dtype`, `bn_axis_name`, `frozen_bn`) and its
+platform ops (`conv`, `max_pool`: flax's own unless the assembly hands in others, e.g. the CPU
+routes) live on the model alone: its `__call__` turns them into `conv` and `norm` partials
+once and hands those to its blocks, which hold no options of their own.
 """
 
 import functools
@@ -12,13 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxposter.models import cpu_ops
-
 ModuleDef = Any
-
-# A conv without bias (BatchNorm follows), through the CPU route for tiny maps; the
-# parameters are those of nn.Conv either way.
-Conv = functools.partial(nn.Conv, use_bias=False, conv_general_dilated=cpu_ops.conv_general_dilated)
 
 
 def batch_norm(train: bool, frozen: bool, axis_name, dtype, momentum: float = 0.9,

@@ -8,12 +8,12 @@ backbone.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxposter.models import cpu_ops, layers
+from jaxposter.models import layers
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), untruncated.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -90,13 +90,15 @@ class ResNet(layers.PooledHead):
   bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
   frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
+  conv: layers.ModuleDef = nn.Conv  # platform ops (jaxposter/experiment.py hands them in)
+  max_pool: Callable = nn.max_pool
 
   def feature_map(self, x, train: bool):
     """The last stage's output: the map Grad-CAM explains (`saliency`)."""
-    conv = functools.partial(layers.Conv, kernel_init=conv_init, dtype=self.dtype)
+    conv = functools.partial(self.conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
     norm = layers.batch_norm(train, self.frozen_bn, self.bn_axis_name, self.dtype)
     x = conv(self.num_filters, (7, 7), 2, padding=3, name="conv1")(x.astype(self.dtype))
-    x = cpu_ops.max_pool_3x3_s2(nn.relu(norm(name="bn1")(x)))
+    x = self.max_pool(nn.relu(norm(name="bn1")(x)), (3, 3), (2, 2), ((1, 1), (1, 1)))
     for i, n_blocks in enumerate(self.stage_sizes):
       for j in range(n_blocks):
         x = self.block_cls(conv, norm, planes=self.num_filters * 2**i,
