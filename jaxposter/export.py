@@ -6,13 +6,15 @@ writes two files into the --output folder:
   model.jaxexport   the serialized predict function (StableHLO with the weights inside):
                     uint8 posters [batch, height, width, 3], resized and centre-cropped as
                     below, -> genre probabilities [batch, genres]; any batch size; lowered
-                    for CPU, CUDA and TPU. Normalisation and flip test-time augmentation
-                    (when the run used it) happen inside.
+                    for CPU, CUDA and TPU, each with its own ops (`lax.platform_dependent`:
+                    the CPU routes in the CPU's program only). Normalisation and flip
+                    test-time augmentation (when the run used it) happen inside.
   model.json        genres, decision thresholds (tuned on validation), the input size and
                     how to get there (resize to `resize_hw`, bilinear, then crop the centre
                     `input_hw`).
 
-Serving needs only jax (any later version: the format is stable), numpy and Pillow:
+Serving needs only jax (any later version: the format is stable), flatbuffers (which
+`jax.export.deserialize` reads the file with, not a dependency of jax's own), numpy and Pillow:
 
   import json, jax, numpy as np
   from PIL import Image
@@ -25,10 +27,12 @@ Serving needs only jax (any later version: the format is stable), numpy and Pill
   genres = [g for g, p in zip(meta["genres"], probs) if p >= meta["thresholds"]["global"]]
 """
 
+import functools
 import json
 import os
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
@@ -38,10 +42,26 @@ MODEL_FILE, META_FILE = "model.jaxexport", "model.json"
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
+def apply_per_platform(exp):
+  """`model.apply` whose network is the CPU's model (the CPU routes, `exp.model_for("cpu")`)
+  on the CPU and flax's own ops on every other platform: each platform's program holds its
+  own ops only (`lax.platform_dependent` is resolved when a program is compiled)."""
+  on_cpu, elsewhere = exp.model_for("cpu"), exp.model_for("default")
+
+  def apply(variables, images, **kwargs):
+    return lax.platform_dependent(variables, images,
+                                  cpu=functools.partial(on_cpu.apply, **kwargs),
+                                  default=functools.partial(elsewhere.apply, **kwargs))
+
+  return apply
+
+
 def predict_fn(exp, state):
   """uint8 posters -> probabilities: `train.eval_step` itself (its loss, unused, is dropped
-  by the compiler), with the weights fetched to the host and closed over."""
-  config, host_state = exp.config, jax.device_get(state)
+  by the compiler) with `apply_per_platform`, the weights fetched to the host and closed
+  over."""
+  config = exp.config
+  host_state = jax.device_get(state).replace(apply_fn=apply_per_platform(exp))
   num_genres = len(exp.genres)
 
   def predict(images):
@@ -53,12 +73,17 @@ def predict_fn(exp, state):
   return predict
 
 
+def lower(exp, state, platforms=PLATFORMS) -> jax.export.Exported:
+  """The predict function for any batch size, lowered for `platforms`."""
+  batch = jax.export.symbolic_shape("batch")[0]
+  spec = jax.ShapeDtypeStruct((batch, exp.geom.height, exp.geom.width, 3), jnp.uint8)
+  return jax.export.export(jax.jit(predict_fn(exp, state)), platforms=platforms)(spec)
+
+
 def export(member, out_dir: str) -> dict:
   """Writes `MODEL_FILE` and `META_FILE` for a restored checkpoint (`restore.Member`)."""
   exp, g = member.exp, member.exp.geom
-  batch = jax.export.symbolic_shape("batch")[0]
-  spec = jax.ShapeDtypeStruct((batch, g.height, g.width, 3), jnp.uint8)
-  exported = jax.export.export(jax.jit(predict_fn(exp, member.state)), platforms=PLATFORMS)(spec)
+  exported = lower(exp, member.state)
   tuned = member.meta.get("thresholds") or {}
   meta = {
       "genres": list(exp.genres),
