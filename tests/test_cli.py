@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 
+import numpy as np
 import pytest
 
 from tests.conftest import run_cli, tiny_overrides
@@ -22,6 +23,28 @@ def _eval(workdir, *extra):
   step = int(re.search(r"checkpoint at step (\d+)", proc.stdout).group(1))
   with open(os.path.join(workdir, f"eval_step{step}.json")) as f:
     return step, json.load(f)
+
+
+def _restored(workdir: str, step: int):
+  """A checkpoint's whole state (weights, BatchNorm statistics, optimizer state), restored
+  by jaxposter's own code, on the host."""
+  import jax
+  from jaxposter import restore, saved_config
+  from jaxposter.experiment import setup
+  exp = setup(saved_config.load(workdir), workdir, read_only=True)
+  state = restore.load_state(exp, step, exp.checkpoints.restore_meta(step), exp.steps_per_epoch())
+  exp.checkpoints.close()
+  return jax.device_get(state)
+
+
+def _assert_same_state(workdir: str, reference: str, step: int) -> None:
+  """The checkpoints at `step` of two runs hold exactly the same state, optimizer included."""
+  import jax
+  a, b = (jax.tree_util.tree_leaves_with_path(_restored(w, step)) for w in (workdir, reference))
+  assert [path for path, _ in a] == [path for path, _ in b]
+  assert any("opt_state" in jax.tree_util.keystr(path) for path, _ in a)
+  for (path, x), (_, y) in zip(a, b):
+    np.testing.assert_array_equal(x, y, err_msg=f"step {step}: {jax.tree_util.keystr(path)}")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +96,9 @@ def test_training_again_is_a_no_op(trained, tiny_data_dir):
 @pytest.mark.parametrize("after_save", ["1", "0"])
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(trained, tiny_data_dir, tmp_path,
                                                              after_save):
-  """SIGKILL at step 9 (mid epoch 2), with epoch 1's checkpoint written or still in flight."""
+  """SIGKILL at step 9 (mid epoch 2), with epoch 1's checkpoint written or still in flight:
+  the resumed run's checkpoints hold exactly the weights and optimizer state of the
+  uninterrupted run's."""
   reference, _ = trained
   workdir = str(tmp_path / "killed")
   args = ["--config", "configs/demo.py", "--workdir", workdir,
@@ -86,14 +111,12 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(trained, tiny_data_
     assert "Resumed from the checkpoint of epoch 1" in resumed.stdout
   assert [r["epoch"] for r in _log(workdir)] == [1, 2, 3]
   for step in (12, 18):
-    _, a = _eval(workdir, "--step", str(step))
-    _, b = _eval(reference, "--step", str(step))
-    for k in ("OF1", "mAP", "loss"):
-      assert a[k] == pytest.approx(b[k], rel=1e-6), (step, k)
+    _assert_same_state(workdir, reference, step)
 
 
 def test_mid_epoch_checkpoints_resume_mid_epoch(trained, tiny_data_dir, tmp_path):
-  """With checkpoint.every_steps=4, a run killed at step 9 resumes from step 8, not 6."""
+  """With checkpoint.every_steps=4, a run killed at step 9 resumes from step 8, not 6, to
+  exactly the uninterrupted run's state."""
   reference, _ = trained
   workdir = str(tmp_path / "midepoch")
   args = ["--config", "configs/demo.py", "--workdir", workdir,
@@ -103,10 +126,7 @@ def test_mid_epoch_checkpoints_resume_mid_epoch(trained, tiny_data_dir, tmp_path
   resumed = run_cli(args)
   assert "(step 8)" in resumed.stdout
   assert [r["epoch"] for r in _log(workdir)] == [1, 2, 3]
-  _, a = _eval(workdir, "--step", "18")
-  _, b = _eval(reference, "--step", "18")
-  for k in ("OF1", "mAP", "loss"):
-    assert a[k] == pytest.approx(b[k], rel=1e-6), k
+  _assert_same_state(workdir, reference, 18)
   step, _ = _eval(workdir)  # the best is an epoch's end, never a mid-epoch save
   assert step % 6 == 0
 
@@ -135,7 +155,7 @@ def _damage(step_dir: str, how: str) -> None:
 def test_a_damaged_latest_checkpoint_resumes_from_the_previous_step(trained, tiny_data_dir,
                                                                     tmp_path, how):
   """The last step's state damaged: resume skips it with one line, redoes epoch 3 from
-  step 12, and logs what the uninterrupted run logged."""
+  step 12, logs what the uninterrupted run logged and ends in its exact state."""
   reference, _ = trained
   workdir = _copy(trained, tmp_path, "damaged")
   _damage(os.path.join(workdir, "checkpoints", "18", "state"), how)
@@ -150,6 +170,7 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_previous_step(trained, tin
   for split in ("validation", "test"):
     for k in ("OF1", "mAP", "loss"):
       assert log[-1][split][k] == pytest.approx(clean[-1][split][k], rel=1e-6), (split, k)
+  _assert_same_state(workdir, reference, 18)
 
 
 def test_eval_needs_no_optimizer_state(trained, tmp_path):
