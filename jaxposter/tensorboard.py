@@ -1,10 +1,13 @@
 """TensorBoard scalars of a run's epoch records, through tensorboardX (no TensorFlow).
 
-tensorboardX is an optional extra (``pip install -e '.[plots]'``), imported when used.
+tensorboardX is an optional extra (``pip install -e '.[plots]'``), imported when used. A run
+writes one event file, through one writer opened at its first epoch and kept open.
 """
 
+import atexit
 import math
 import numbers
+import os
 
 SPLITS = ("train", "validation", "test")
 SKIP = ("per_genre",)
@@ -30,17 +33,35 @@ def scalars(record: dict) -> dict[str, float]:
           for tag, v in flatten(record[split], f"{split}/").items() if math.isfinite(v)}
 
 
+_writers: dict = {}  # logdir -> this process's open SummaryWriter: one per run, closed at exit
+
+
+def _writer(logdir: str):
+  """The run's writer for `logdir`, opened at its first record. Its file is named by the
+  process (tensorboardX names files by the second, and a second writer opened within the same
+  second, e.g. a resume, would otherwise truncate the first one's)."""
+  logdir = os.path.abspath(logdir)
+  if logdir not in _writers:
+    try:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise ImportError("TensorBoard logs need tensorboardX: pip install -e '.[plots]'") from e
+    if not _writers:
+      atexit.register(close_all)
+    _writers[logdir] = SummaryWriter(logdir, filename_suffix=f".{os.getpid()}")
+  return _writers[logdir]
+
+
 def write_epoch(logdir: str, record: dict) -> None:
-  """Appends a metrics.jsonl record's scalars to the event file of `logdir`, at its epoch."""
-  try:
-    from tensorboardX import SummaryWriter
-  except ImportError as e:
-    raise ImportError("TensorBoard logs need tensorboardX: pip install -e '.[plots]'") from e
-  # One event file per call: tensorboardX names files by the second, and a second writer
-  # opened within the same second would truncate the first one's file.
-  writer = SummaryWriter(logdir, filename_suffix=f".epoch{int(record['epoch'])}")
-  try:
-    for tag, value in scalars(record).items():
-      writer.add_scalar(tag, value, global_step=int(record["epoch"]))
-  finally:
-    writer.close()
+  """Appends a metrics.jsonl record's scalars to the run's event file in `logdir`, at its
+  epoch, and flushes it (a killed run keeps every finished epoch)."""
+  writer = _writer(logdir)
+  for tag, value in scalars(record).items():
+    writer.add_scalar(tag, value, global_step=int(record["epoch"]))
+  writer.flush()
+
+
+def close_all() -> None:
+  """Closes the open writers (at exit, or when a caller is done with its runs)."""
+  while _writers:
+    _writers.popitem()[1].close()
