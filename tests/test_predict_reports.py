@@ -5,10 +5,11 @@ import os
 import re
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from jaxposter.data import synthetic
-from tests.conftest import run_cli
+from tests.conftest import run_cli, tiny_overrides
 
 
 def test_eval_writes_reports_that_agree_with_metrics_json(two_runs):
@@ -141,34 +142,79 @@ top, left = (rh - h) // 2, (rw - w) // 2
 x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((rw, rh), Image.BILINEAR))
               [top:top + h, left:left + w] for p in paths])
 probs = np.asarray(predict.call(x))
-assert not {"jaxposter", "flax"} & {m.split(".")[0] for m in sys.modules}
-print(json.dumps({"probs": probs.tolist(), "genres": meta["genres"]}))
+modules = sorted({m.split(".")[0] for m in sys.modules})
+print(json.dumps({"probs": probs.tolist(), "genres": meta["genres"], "modules": modules}))
 """
 
 
-def test_export_serves_predicts_probabilities_without_jaxposter(two_runs, tmp_path):
-  """--mode export, loaded in a fresh process that imports neither jaxposter nor flax,
-  gives --mode predict's probabilities for batches of 1 and 7 posters."""
+def _requirements_but_the_loaders() -> set[str]:
+  """The top-level modules of jaxposter and of its requirements that a process loading an
+  export must not need: all but jax's own, numpy, Pillow and flatbuffers."""
+  from importlib import metadata
+  needed = {"jax", "jaxlib", "ml-dtypes", "numpy", "pillow", "flatbuffers"}
+  norm = lambda name: re.split(r"[ ;<>=!~\[]", name.strip())[0].lower().replace("_", "-")
+  others = {norm(r) for r in metadata.requires("jaxposter") or [] if "extra ==" not in r} - needed
+  return {"jaxposter"} | {module for module, dists in metadata.packages_distributions().items()
+                          if any(norm(d) in others for d in dists)}
+
+
+@pytest.fixture(scope="module")
+def ema_tta_run(tiny_data_dir, tmp_path_factory) -> str:
+  """A tiny demo-like run with a weight EMA and flip test-time augmentation."""
+  workdir = str(tmp_path_factory.mktemp("ema_tta") / "run")
+  run_cli(["--config", "configs/demo.py", "--workdir", workdir,
+           *tiny_overrides(tiny_data_dir, num_epochs=2, ema_decay=0.9, tta_flip=True)])
+  return workdir
+
+
+def test_export_serves_predicts_probabilities_without_jaxposter(ema_tta_run, tmp_path):
+  """--mode export (default settings) of a run with a weight EMA and flip TTA, loaded in a
+  fresh process that imports jax, numpy, Pillow and flatbuffers but nothing else of
+  jaxposter's requirements, gives --mode predict's probabilities for batches of 1 and 7."""
   import subprocess
   import sys
   from jaxposter import predict, restore
-  workdir, out = two_runs[0], str(tmp_path / "served")
+  workdir, out = ema_tta_run, str(tmp_path / "served")
   run_cli(["--workdir", workdir, "--mode", "export", "--output", out])
+  with open(os.path.join(out, "model.json")) as f:
+    assert json.load(f)["tta_flip"] is True
   paths = []
   for i in range(7):
     image, _ = synthetic.make_example(11, i, 70, 45)  # not the model's input size: resized
     paths.append(str(tmp_path / f"p{i}.jpg"))
     Image.fromarray(image).save(paths[-1])
   member = restore.restore(workdir, with_data=False)
+  assert member.state.ema_params is not None and member.exp.config.tta_flip
   records, kept, _ = predict.load_posters(paths, len(member.exp.genres))
   expected = predict.ensemble_probs([member], records)
+  not_needed = _requirements_but_the_loaders()
+  assert {"flax", "optax", "orbax", "grain"} <= not_needed
   for batch in (paths[:1], paths):
     proc = subprocess.run([sys.executable, "-c", LOADER, out, *batch], capture_output=True,
                           text=True, check=True, cwd=str(tmp_path),
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
     served = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not not_needed & set(served["modules"]), not_needed & set(served["modules"])
     assert served["genres"] == list(member.exp.genres)
     np.testing.assert_allclose(served["probs"], expected[:len(batch)], atol=1e-5)
+
+
+def test_each_platform_of_an_export_has_its_own_ops(ema_tta_run, monkeypatch):
+  """The artifact's CUDA and TPU programs hold no CPU route: every route is a function of its
+  own named `cpu_route_*` (jaxposter/models/cpu_ops), found in the CPU's program and, were
+  the CPU's model handed to every platform, in theirs."""
+  from jaxposter import export, restore
+  from jaxposter.models import cpu_ops
+  member = restore.restore(ema_tta_run, with_data=False)
+  marker = f"@{cpu_ops.ROUTE_PREFIX}"
+  text = lambda platforms: export.lower(member.exp, member.state, platforms).mlir_module()
+  for platform in ("cuda", "tpu"):
+    assert marker not in text((platform,)), platform
+  assert marker in text(("cpu",))
+  assert marker in text(export.PLATFORMS)  # in the CPU's branch of the platform switch
+  cpu_model = member.exp.model_for("cpu")
+  monkeypatch.setattr(member.exp, "model_for", lambda platform: cpu_model)  # a leak
+  assert marker in text(("cuda",))
 
 
 def test_export_refuses_an_ensemble_and_a_missing_output(two_runs):
