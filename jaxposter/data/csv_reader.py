@@ -114,8 +114,9 @@ def read_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, int, dict[str, int]
   See `split_rows`; notes are "line_breaks_in_quotes" and "non_utf8_lines".
   """
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"CSV not found: {path}. Set data.manual_dir / data.csv to your "
-                            "MovieGenre.csv (see MANUAL_DOWNLOAD_INSTRUCTIONS).")
+    raise FileNotFoundError(f"CSV not found: {path}. Download Kaggle's MovieGenre.csv and "
+                            "posters/ into a folder (README: The Kaggle posters) and pass "
+                            "--config.data.manual_dir=<that folder>")
   with open(path, "rb") as f:
     text, fallback = decode_text(f.read())
   header, rows, counts = split_rows(text, path)
