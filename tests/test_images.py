@@ -222,3 +222,19 @@ def test_non_regular_files_are_refused_unopened(tmp_path):
     with pytest.raises(OSError) as e:
       within(5, lambda: images.poster_jpeg(path))
     assert images.skip_reason(e.value) == reason
+
+
+def test_decode_cost_from_the_header():
+  """What the server takes from its decoding budget (jaxposter/serve/budget.py) for a file."""
+  def encoded(mode, fmt="PNG"):
+    buf = io.BytesIO()
+    Image.new(mode, (300, 200)).save(buf, format=fmt)
+    return buf.getvalue()
+  for mode, per_pixel in [("RGB", 8), ("L", 8), ("RGBA", 20), ("LA", 20), ("I;16", 16)]:
+    data = encoded(mode)
+    assert images.decode_cost(data) == len(data) + 60_000 * per_pixel, mode
+  data = encoded("CMYK", "JPEG")
+  assert images.decode_cost(data) == len(data) + 60_000 * 10
+  huge = png(None, 13_000, 13_000)  # refused from its header: nothing decoded
+  assert images.decode_cost(huge, max_pixels=100_000_000) == len(huge)
+  assert images.decode_cost(b"<html>no image</html>") == 21

@@ -1,11 +1,13 @@
 """--mode serve's JSON API through Starlette's test client: the answers of --mode predict,
 for one model and an ensemble; every kind of bad input a 4xx with a reason; no request
-compiles anything; 20 requests at once answered alike."""
+compiles anything; 20 requests at once answered alike; a 503 with Retry-After when the
+decoding budget is full (its load test: bench/bench_serve.py --load)."""
 
 import concurrent.futures
 import io
 import json
 import os
+import threading
 
 import jax
 import numpy as np
@@ -16,6 +18,7 @@ from starlette.testclient import TestClient
 from jaxposter import restore
 from jaxposter.data import synthetic
 from jaxposter.serve import app as serve_app
+from jaxposter.serve.budget import DecodeBudget
 from jaxposter.serve.model import Model
 from tests.conftest import run_cli
 from tests.test_images import _truncated, png
@@ -53,16 +56,25 @@ def _predict_cli(workdirs: list[str], posters: dict, tmp_path) -> dict[str, dict
   return {os.path.basename(r["file"]): r for r in json.loads(out.read_text())}
 
 
-def _client(workdirs: list[str]) -> TestClient:
+def _model(workdirs: list[str]) -> Model:
   members = restore.restore_all(workdirs, None, None, with_data=False)
   model = Model(members, members[0].exp.config.threshold)
   model.warm_up()
-  return TestClient(serve_app.create_app(model, max_upload=MAX_UPLOAD))
+  return model
+
+
+def _client(workdirs: list[str]) -> TestClient:
+  return TestClient(serve_app.create_app(_model(workdirs), max_upload=MAX_UPLOAD))
 
 
 @pytest.fixture(scope="module")
-def single(two_runs):
-  return _client(two_runs[:1])
+def single_model(two_runs) -> Model:
+  return _model(two_runs[:1])
+
+
+@pytest.fixture(scope="module")
+def single(single_model):
+  return TestClient(serve_app.create_app(single_model, max_upload=MAX_UPLOAD))
 
 
 @pytest.mark.parametrize("ensemble", [False, True])
@@ -168,3 +180,52 @@ def test_a_taken_port_is_one_clear_error():
     sock.close()
   with pytest.raises(serve_app.UserError, match="0-65535"):
     serve_app.listen("127.0.0.1", 70000)
+
+
+def _flat_png(height: int, width: int) -> bytes:
+  """A PNG of many pixels and few bytes."""
+  return _encode(np.full((height, width, 3), 90, np.uint8), "PNG")
+
+
+def test_a_full_decoding_budget_answers_503_with_retry_after(single_model, posters):
+  """Issue 30 item 5: memory follows the budget, not the number of uploads."""
+  big = _flat_png(2000, 1500)  # 3 megapixels: 24 MB to decode, 13 KB to send
+  cost = serve_app.images.decode_cost(big)
+  assert cost >= 3_000_000 * 8 and len(big) < 20_000
+  budget = DecodeBudget(capacity=cost + cost // 2)  # room for one at a time
+  client = TestClient(serve_app.create_app(single_model, MAX_UPLOAD, budget))
+
+  with budget.admit(cost):  # a large upload in flight
+    for path in ("/api/predict", "/api/saliency?genre=Drama"):
+      r = client.post(path, content=big)
+      assert r.status_code == 503 and r.json()["error"] == "busy", r.text
+      assert r.headers["retry-after"] == "1" and "try again" in r.json()["message"]
+    small = client.post("/api/predict", content=posters["p0.jpeg"])  # still fits beside it
+    assert small.status_code == 200
+  assert budget.in_use == 0 and budget.in_flight == 0
+  assert client.post("/api/predict", content=big).status_code == 200
+
+  # concurrent uploads: while the first one decodes, the others are refused, not queued
+  entered, leave = threading.Event(), threading.Event()
+  predict = single_model.predict
+
+  def slow_predict(data):
+    entered.set()
+    assert leave.wait(30)
+    return predict(data)
+
+  single_model.predict = slow_predict
+  try:
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+      first = pool.submit(client.post, "/api/predict", content=big)
+      assert entered.wait(30)
+      others = list(pool.map(lambda _: client.post("/api/predict", content=big), range(5)))
+      leave.set()
+      assert first.result().status_code == 200
+  finally:
+    del single_model.predict  # the class's method again
+  assert [r.status_code for r in others] == [503] * 5
+  assert budget.in_use == 0
+  # a request larger than the whole budget is not refused forever: it runs alone
+  alone = TestClient(serve_app.create_app(single_model, MAX_UPLOAD, DecodeBudget(capacity=1)))
+  assert alone.post("/api/predict", content=big).status_code == 200

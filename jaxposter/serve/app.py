@@ -9,6 +9,8 @@
 The body is the image itself (curl --data-binary @poster.jpg), read into memory up to a
 byte cap and never written anywhere: nothing a client sends names a file on the server.
 Bad input gets a 4xx and {"error": reason, "message": one line a person can act on}.
+Decoding is bounded across requests by memory (serve/budget.py): an upload whose decoded
+pixels do not fit beside those in flight is answered 503 {"error": "busy"} with Retry-After.
 """
 
 import importlib.resources
@@ -25,9 +27,11 @@ import uvicorn
 
 from jaxposter.data import images
 from jaxposter.errors import UserError
+from jaxposter.serve.budget import DecodeBudget
 from jaxposter.serve.model import Model
 
 MAX_UPLOAD = 20 << 20  # bytes; a Kaggle poster is about 30 KB
+RETRY_AFTER = 1  # seconds, in a 503's Retry-After: a large decode takes about a second
 _WHY = {  # images.BadImage reasons, as a person reads them
     "empty": "the file is empty",
     "html": "this is an HTML page, not an image (a saved error page?)",
@@ -40,13 +44,14 @@ _WHY = {  # images.BadImage reasons, as a person reads them
 
 
 class Refused(Exception):
-  def __init__(self, status: int, error: str, message: str):
+  def __init__(self, status: int, error: str, message: str, headers: dict | None = None):
     super().__init__(message)
-    self.status, self.error, self.message = status, error, message
+    self.status, self.error, self.message, self.headers = status, error, message, headers
 
 
 def _refusal(request: Request, e: Refused) -> JSONResponse:
-  return JSONResponse({"error": e.error, "message": e.message}, status_code=e.status)
+  return JSONResponse({"error": e.error, "message": e.message}, status_code=e.status,
+                      headers=e.headers)
 
 
 async def _upload(request: Request, cap: int) -> bytes:
@@ -78,8 +83,22 @@ async def _run(fn, *args):
     raise Refused(status, reason, _WHY.get(reason, str(e)) + detail) from None
 
 
-def create_app(model: Model, max_upload: int = MAX_UPLOAD) -> Starlette:
+async def _decoded(budget: DecodeBudget, max_pixels: int, fn, data: bytes, *args):
+  """`_run(fn, data, *args)` with its decoding's memory taken from `budget`, or a 503."""
+  cost = await run_in_threadpool(images.decode_cost, data, max_pixels)
+  with budget.admit(cost) as admitted:
+    if not admitted:
+      raise Refused(503, "busy", "the server is decoding other large images; try again in "
+                    f"{RETRY_AFTER} s", headers={"Retry-After": str(RETRY_AFTER)})
+    return await _run(fn, data, *args)
+
+
+def create_app(model: Model, max_upload: int = MAX_UPLOAD,
+               budget: DecodeBudget | None = None) -> Starlette:
+  """The routes over `model`; `budget`: the decoding memory shared by requests (default:
+  serve/budget.py's DecodeBudget())."""
   page = importlib.resources.files(__package__).joinpath("page.html").read_text("utf-8")
+  budget = budget or DecodeBudget()
 
   async def index(request: Request):
     return HTMLResponse(page)
@@ -88,7 +107,8 @@ def create_app(model: Model, max_upload: int = MAX_UPLOAD) -> Starlette:
     return JSONResponse({**model.describe(), "max_upload_bytes": max_upload})
 
   async def predict(request: Request):
-    return JSONResponse(await _run(model.predict, await _upload(request, max_upload)))
+    data = await _upload(request, max_upload)
+    return JSONResponse(await _decoded(budget, model.max_pixels, model.predict, data))
 
   async def saliency(request: Request):
     genre = request.query_params.get("genre", "")
@@ -96,7 +116,8 @@ def create_app(model: Model, max_upload: int = MAX_UPLOAD) -> Starlette:
       raise Refused(400, "unknown_genre", (f"unknown genre {genre!r}" if genre else
                                            "which genre? add ?genre=...") +
                     f"; this model knows: {', '.join(model.genres)}")
-    png = await _run(model.saliency_png, await _upload(request, max_upload), genre)
+    data = await _upload(request, max_upload)
+    png = await _decoded(budget, model.max_pixels, model.saliency_png, data, genre)
     return Response(png, media_type="image/png")
 
   return Starlette(routes=[

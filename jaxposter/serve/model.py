@@ -31,8 +31,8 @@ def _serving(member):
 
 class Model:
   """Posters in (as the bytes of any image file Pillow reads), answers out. Thread-safe:
-  decoding runs in the caller's thread, the compiled functions one call at a time (memory
-  stays bounded whatever the number of requests)."""
+  decoding runs in the caller's thread, the compiled functions one call at a time; the
+  memory that decoding holds across callers is bounded by the app (serve/budget.py)."""
 
   def __init__(self, members: list, kind):
     self.members = [_serving(m) for m in members]
