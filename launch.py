@@ -11,9 +11,6 @@ The flags, their errors and the start-up are jaxposter/cli.py's; the modes jaxpo
 """
 
 from jaxposter import cli
-# Scripts that run the command line with a hook (tests/*_launch.py) use these.
-from jaxposter.cli import main, parse_flags  # noqa: F401  pylint: disable=unused-import
-from jaxposter.config_errors import flag_value as _flag_value  # noqa: F401
 
 if __name__ == "__main__":
   cli.run()

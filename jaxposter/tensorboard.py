@@ -8,6 +8,7 @@ import atexit
 import math
 import numbers
 import os
+import time
 
 SPLITS = ("train", "validation", "test")
 SKIP = ("per_genre",)
@@ -33,35 +34,41 @@ def scalars(record: dict) -> dict[str, float]:
           for tag, v in flatten(record[split], f"{split}/").items() if math.isfinite(v)}
 
 
-_writers: dict = {}  # logdir -> this process's open SummaryWriter: one per run, closed at exit
+_writers: dict = {}  # logdir -> this process's open event file: one per run, closed at exit
 
 
 def _writer(logdir: str):
-  """The run's writer for `logdir`, opened at its first record. Its file is named by the
-  process (tensorboardX names files by the second, and a second writer opened within the same
-  second, e.g. a resume, would otherwise truncate the first one's)."""
+  """The run's event file in `logdir`, opened at its first record and written synchronously
+  (SummaryWriter queues events in a thread, and its flush() leaves the queue unwritten). Its
+  name carries the process id (names carry the second, and a file opened within the same
+  second, e.g. by a resume, would otherwise truncate the first)."""
   logdir = os.path.abspath(logdir)
   if logdir not in _writers:
     try:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      from tensorboardX import event_file_writer  # pylint: disable=import-outside-toplevel
     except ImportError as e:
       raise ImportError("TensorBoard logs need tensorboardX: pip install -e '.[plots]'") from e
     if not _writers:
       atexit.register(close_all)
-    _writers[logdir] = SummaryWriter(logdir, filename_suffix=f".{os.getpid()}")
+    os.makedirs(logdir, exist_ok=True)
+    _writers[logdir] = event_file_writer.EventsWriter(os.path.join(logdir, "events"),
+                                                      f".{os.getpid()}")
   return _writers[logdir]
 
 
 def write_epoch(logdir: str, record: dict) -> None:
   """Appends a metrics.jsonl record's scalars to the run's event file in `logdir`, at its
-  epoch, and flushes it (a killed run keeps every finished epoch)."""
+  epoch, and flushes it to disk (a killed run keeps every finished epoch)."""
+  from tensorboardX.proto import event_pb2, summary_pb2  # pylint: disable=import-outside-toplevel
   writer = _writer(logdir)
-  for tag, value in scalars(record).items():
-    writer.add_scalar(tag, value, global_step=int(record["epoch"]))
+  values = [summary_pb2.Summary.Value(tag=tag, simple_value=value)
+            for tag, value in scalars(record).items()]
+  writer.write_event(event_pb2.Event(wall_time=time.time(), step=int(record["epoch"]),
+                                     summary=summary_pb2.Summary(value=values)))
   writer.flush()
 
 
 def close_all() -> None:
-  """Closes the open writers (at exit, or when a caller is done with its runs)."""
+  """Closes the open event files (at exit, or when a caller is done with its runs)."""
   while _writers:
     _writers.popitem()[1].close()

@@ -18,8 +18,6 @@ import signal
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def _full_disk(handler) -> None:
   """Orbax's JSON writer (the checkpoint's record, written in the background) fails."""
@@ -60,12 +58,8 @@ def read_only(workdir: str) -> None:
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, ROOT)
   from absl import app
-  try:  # defines the flags; imports no jax before its main configures the runtime
-    from jaxposter import cli as entry
-  except ImportError:  # the command line's older home
-    import launch as entry
+  from jaxposter import cli as entry  # defines the flags; imports no jax before its main runs
   fault, at_step = sys.argv.pop(1), int(sys.argv.pop(1))
   if fault == "readonly":
     read_only(next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--workdir=")))

@@ -125,7 +125,8 @@ def test_eval_and_predict_refuse_a_nan_checkpoint(poisoned, tmp_path):
     _one_error_line(proc, "step 7", "NaN/inf")
     assert "nan" not in proc.stdout.lower()
     proc = run_cli(["--workdir", poisoned, *mode])
-    skipped, *rest = proc.stdout.splitlines()
+    skipped, *rest = [line for line in proc.stdout.splitlines()
+                      if not line.startswith("jaxposter: restarting with GLIBC_TUNABLES=")]
     assert skipped.startswith("skipped the damaged checkpoint at step 7") and "NaN/inf" in skipped
     assert "nan" not in "\n".join(rest).lower()
 
