@@ -59,8 +59,8 @@ def _writer(logdir: str):
 def write_epoch(logdir: str, record: dict) -> None:
   """Appends a metrics.jsonl record's scalars to the run's event file in `logdir`, at its
   epoch, and flushes it to disk (a killed run keeps every finished epoch)."""
+  writer = _writer(logdir)  # first: without tensorboardX, its error names the extra
   from tensorboardX.proto import event_pb2, summary_pb2  # pylint: disable=import-outside-toplevel
-  writer = _writer(logdir)
   values = [summary_pb2.Summary.Value(tag=tag, simple_value=value)
             for tag, value in scalars(record).items()]
   writer.write_event(event_pb2.Event(wall_time=time.time(), step=int(record["epoch"]),
