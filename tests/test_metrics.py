@@ -1,4 +1,6 @@
-"""Metrics against hand-computed cases."""
+"""Metrics against hand-computed cases and scikit-learn."""
+
+import warnings
 
 import numpy as np
 import pytest
@@ -73,3 +75,47 @@ def test_per_genre_thresholds_broadcast():
 def test_shape_mismatch_is_an_error():
   with pytest.raises(ValueError, match="shape mismatch"):
     metrics.evaluate(np.zeros((2, 3)), np.zeros((2, 2)), GENRES)
+
+
+def _tied_split(seed, n=300, k=6):
+  """Scores on a coarse grid (many ties), float32 as the model gives them; genre k-2 has no
+  positives and genre k-1 only positives."""
+  rng = np.random.default_rng(seed)
+  labels = (rng.random((n, k)) < rng.uniform(0.05, 0.6, k)).astype(np.uint8)
+  labels[:, -2], labels[:, -1] = 0, 1
+  noisy = rng.normal(0, 1, labels.shape) + 1.5 * labels
+  probs = np.round(1 / (1 + np.exp(-noisy)), rng.integers(1, 3)).astype(np.float32)
+  return probs, labels
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ap_roc_auc_and_pr_points_equal_scikit_learn_on_tied_scores(seed):
+  skm = pytest.importorskip("sklearn.metrics", reason="scikit-learn is in the test extra")
+  probs, labels = _tied_split(seed)
+  k = labels.shape[1]
+  names = [f"g{i}" for i in range(k)]
+  assert all(len(np.unique(probs[:, i])) < len(probs) / 3 for i in range(k))
+  r = metrics.evaluate(probs, labels, names)
+  aps, aucs = [], []
+  for i, g in enumerate(names[:-2]):
+    ap = skm.average_precision_score(labels[:, i], probs[:, i])
+    auc = skm.roc_auc_score(labels[:, i], probs[:, i])
+    assert r["per_genre"][g]["AP"] == pytest.approx(ap, abs=1e-12)
+    assert r["per_genre"][g]["ROC_AUC"] == pytest.approx(auc, abs=1e-12)
+    # The PR points (the plots' curve) are sklearn's, read from the highest threshold down.
+    precision, recall, _ = skm.precision_recall_curve(labels[:, i], probs[:, i])
+    ours_r, ours_p = metrics.pr_points(probs[:, i], labels[:, i])
+    np.testing.assert_allclose(ours_r, recall[::-1], atol=1e-12)
+    np.testing.assert_allclose(ours_p, precision[::-1], atol=1e-12)
+    aps.append(ap)
+    aucs.append(auc)
+  # As the module documents: no positives -> AP and AUC undefined (NaN), out of the means;
+  # only positives -> AP is 1 (sklearn agrees), AUC undefined (sklearn refuses it).
+  assert np.isnan(r["per_genre"][names[-2]]["AP"]) and np.isnan(r["per_genre"][names[-2]]["ROC_AUC"])
+  assert r["per_genre"][names[-1]]["AP"] == pytest.approx(1.0) and np.isnan(r["per_genre"][names[-1]]["ROC_AUC"])
+  assert skm.average_precision_score(labels[:, -1], probs[:, -1]) == pytest.approx(1.0)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    assert np.isnan(skm.roc_auc_score(labels[:, -1], probs[:, -1]))
+  assert r["mAP"] == pytest.approx(np.mean(aps + [1.0]), abs=1e-12)
+  assert r["ROC_AUC"] == pytest.approx(np.mean(aucs), abs=1e-12)
