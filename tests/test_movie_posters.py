@@ -69,6 +69,13 @@ def _records(builder, split):
   return [source[i] for i in range(len(source))]
 
 
+def _labels_by_id(builder) -> dict[str, set[str]]:
+  """Every stored poster's id -> the genre names its multi-hot label has on, over all splits."""
+  names = builder.info.features["genres"].feature.names
+  return {r["id"].decode(): {names[k] for k in np.flatnonzero(r["label"])}
+          for split in builder.info.splits for r in _records(builder, split)}
+
+
 def test_build_kaggle_layout(tmp_path, capsys):
   root = _kaggle(tmp_path / "kaggle")
   data_dir = str(tmp_path / "tfds")
@@ -223,12 +230,8 @@ def test_bring_your_own_list_like_genres(tmp_path):
   builder = movie_posters.make_builder(data, str(tmp_path / "tfds"))
   builder.download_and_prepare()
   assert sorted(builder.info.features["genres"].feature.names) == sorted(GENRES)
-  assert sum(s.num_examples for s in builder.info.splits.values()) == 40
-  record = _records(builder, "train")[0]
-  names = builder.info.features["genres"].feature.names
-  i = int(record["id"])
-  expected = {g for j, g in enumerate(GENRES) if (i >> j) & 1} or {"Drama"}
-  assert {names[k] for k in np.flatnonzero(record["label"])} == expected
+  assert _labels_by_id(builder) == {
+      str(i): {g for j, g in enumerate(GENRES) if (i >> j) & 1} or {"Drama"} for i in range(40)}
 
 
 def test_bring_your_own_zero_one_columns(tmp_path):
@@ -245,7 +248,10 @@ def test_bring_your_own_zero_one_columns(tmp_path):
   builder.download_and_prepare()
   assert builder.info.features["genres"].feature.names == ["action", "drama", "comedy"]
   no_genre = [i for i in range(1, 31) if not (i % 2 or i % 3 == 0 or i % 5 == 0)]
-  assert sum(s.num_examples for s in builder.info.splits.values()) == 30 - len(no_genre)
+  flags = {i: {g for g, on in zip(("action", "drama", "comedy"), (i % 2, i % 3 == 0, i % 5 == 0))
+               if on} for i in range(1, 31)}
+  assert _labels_by_id(builder) == {str(i): g for i, g in flags.items() if g}
+  assert len(flags) - len(_labels_by_id(builder)) == len(no_genre) > 0
   with open(os.path.join(builder.data_dir, movie_posters.REPORT)) as f:
     assert json.load(f)["dropped"] == {"no_genre": len(no_genre)}
 
@@ -353,12 +359,37 @@ def test_multi_label_layout_needs_no_flags(tmp_path, capsys):
   builder.download_and_prepare()
   report = builder.info.metadata["build_report"]
   assert report["kept"] == 30 and not report["dropped"]
-  ids = {r["id"].decode() for split in ("train", "validation", "test")
-         for r in _records(builder, split)}
-  assert ids == {f"tt{i:07d}" for i in range(1000, 1030)}
+  assert _labels_by_id(builder) == {f"tt{i:07d}": set(_genres(i)) for i in range(1000, 1030)}
   # An explicit layout field turns recognition off: the MovieGenre defaults stay.
   explicit = movie_posters.builder_config(_data(root, csv="train.csv", id_column="Id"))
   assert explicit.poster_dir == "posters"
+
+
+def test_eval_rows_labels_the_other_layouts(tmp_path):
+  """`--mode eval --csv` of the multi-label layout (recognised from its header) and of 0/1
+  genre columns: each poster's label is the genres its row gives, over the model's vocabulary."""
+  root = tmp_path / "other"
+  os.makedirs(root / "Images")
+  names = sorted(set(GENRES) | {"Western"})
+  lines, flags = ["Id,Genre," + ",".join(names)], ["movie,Comedy,Drama"]
+  for i in range(1000, 1020):
+    genres = _genres(i)
+    lines.append(f'tt{i:07d},"{genres}",' + ",".join(str(int(n in genres)) for n in names))
+    flags.append(f"tt{i:07d},{int('Comedy' in genres)},{int('Drama' in genres)}")
+    (root / "Images" / f"tt{i:07d}.jpg").write_bytes(_jpeg(i))
+  (root / "train.csv").write_text("\n".join(lines) + "\n")
+  (root / "flags.csv").write_text("\n".join(flags) + "\n")
+  vocabulary = ["Action", "Drama", "Comedy"]
+  expected = {f"tt{i:07d}": [int(g in _genres(i)) for g in vocabulary] for i in range(1000, 1020)}
+  examples, _ = movie_eval.eval_rows(str(root / "train.csv"), str(root / "Images"), vocabulary,
+                                     _data(root))
+  assert {e["id"]: list(e["label"]) for e in examples} == expected
+  examples, report = movie_eval.eval_rows(
+      str(root / "flags.csv"), str(root / "Images"), vocabulary,
+      _data(root, id_column="movie", genre_columns=("Comedy", "Drama")))
+  got = {e["id"]: list(e["label"]) for e in examples}
+  assert got == {i: [0, d, c] for i, (_, d, c) in expected.items() if d or c}
+  assert report["dropped"] == {"no_genre": sum(1 for _, d, c in expected.values() if not d + c)}
 
 
 def test_a_poster_replaced_after_its_check_is_dropped_with_its_reason(tmp_path, monkeypatch):
