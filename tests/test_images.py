@@ -81,6 +81,68 @@ def test_transparent_pixels_become_white():
   assert np.asarray(img).min() == 255
 
 
+def _stripes(colours, mode: str, h=16, w=8) -> Image.Image:
+  """Flat vertical stripes, one per colour (flat areas: JPEG keeps them within a few levels)."""
+  a = np.concatenate([np.tile(np.array(c, np.uint8), (h, w, 1)) for c in colours], 1)
+  return Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a, mode)
+
+
+def _stripe_centres(img: Image.Image, n: int, w=8) -> np.ndarray:
+  return np.asarray(img, np.int32)[img.height // 2, [w // 2 + w * i for i in range(n)]]
+
+
+# CMYK (as stored by Photoshop-style Adobe JPEGs, which Pillow writes and reads) -> RGB:
+# R = 255 (1 - C)(1 - K), and so on.
+CMYK_TO_RGB = [((0, 255, 255, 0), (255, 0, 0)), ((255, 0, 0, 0), (0, 255, 255)),
+               ((255, 255, 0, 0), (0, 0, 255)), ((0, 0, 255, 0), (255, 255, 0)),
+               ((0, 0, 0, 0), (255, 255, 255)), ((0, 0, 0, 255), (0, 0, 0)),
+               ((0, 0, 0, 128), (127, 127, 127)), ((128, 0, 0, 0), (127, 255, 255))]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
+def test_cmyk_colours_decode_to_their_rgb(fmt):
+  data = _encode(_stripes([c for c, _ in CMYK_TO_RGB], "CMYK"), fmt, quality=95)
+  if fmt == "JPEG":
+    assert b"Adobe" in data[:64]  # the APP14 marker real CMYK posters carry
+  got = _stripe_centres(images.load_rgb(data), len(CMYK_TO_RGB))
+  np.testing.assert_allclose(got, [rgb for _, rgb in CMYK_TO_RGB], atol=4)
+
+
+def test_palette_and_gray_images_keep_their_colours():
+  colours = [(255, 0, 0), (0, 128, 0), (20, 40, 200), (250, 250, 10), (0, 0, 0), (90, 90, 90)]
+  index = np.repeat(np.arange(len(colours), dtype=np.uint8)[None], 8, axis=1)
+  palette = Image.fromarray(np.tile(index, (16, 1)), "P")
+  palette.putpalette([v for c in colours for v in c])
+  for data in (_encode(palette, "PNG"), _encode(palette, "GIF")):
+    assert Image.open(io.BytesIO(data)).mode == "P"
+    np.testing.assert_array_equal(_stripe_centres(images.load_rgb(data), 6), colours)
+  greys = [0, 64, 128, 200, 255]
+  gray_jpeg = _encode(_stripes([(v,) for v in greys], "L"), "JPEG", quality=95)
+  np.testing.assert_allclose(_stripe_centres(images.load_rgb(gray_jpeg), 5),
+                             [(v, v, v) for v in greys], atol=3)
+
+
+def test_alpha_is_composited_on_white():
+  """As `_on_white` documents: out = alpha * colour + (1 - alpha) * 255, for RGBA, LA and a
+  palette with a transparent index."""
+  rgba = [(255, 0, 0, 255), (255, 0, 0, 128), (0, 0, 255, 64), (0, 200, 0, 0), (0, 0, 0, 192)]
+  want = [[round(a / 255 * c + (1 - a / 255) * 255) for c in rgb] for *rgb, a in rgba]
+  got = _stripe_centres(images.load_rgb(_encode(_stripes(rgba, "RGBA"), "PNG")), len(rgba))
+  np.testing.assert_allclose(got, want, atol=1)
+  la = [(0, 255), (0, 128), (100, 0), (200, 51)]
+  got = _stripe_centres(images.load_rgb(_encode(_stripes(la, "LA"), "PNG")), len(la))
+  want = [[round(a / 255 * v + (1 - a / 255) * 255)] * 3 for v, a in la]
+  np.testing.assert_allclose(got, want, atol=1)
+  colours = [(0, 0, 0), (255, 0, 0), (0, 0, 255)]
+  index = np.tile(np.repeat(np.arange(3, dtype=np.uint8), 8)[None], (16, 1))
+  palette = Image.fromarray(index, "P")
+  palette.putpalette([v for c in colours for v in c])
+  for fmt in ("PNG", "GIF"):
+    data = _encode(palette, fmt, transparency=0)  # index 0 (black) is transparent
+    got = _stripe_centres(images.load_rgb(data), 3)
+    np.testing.assert_array_equal(got, [(255, 255, 255), (255, 0, 0), (0, 0, 255)])
+
+
 def test_exif_rotation_is_applied():
   exif = Image.Exif()
   exif[0x0112] = 6  # stored sideways: display = rotate 90 degrees clockwise
