@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # pylint: disable=wrong-import-position
 from jaxposter.data import movie_posters  # pylint: disable=wrong-import-position
+from jaxposter.data import movie_report  # pylint: disable=wrong-import-position
 
 
 def main(argv=None) -> int:
@@ -45,12 +46,12 @@ def main(argv=None) -> int:
 
   start = time.time()
   builder = movie_posters.make_builder(data, args.data_dir)
-  report_path = os.path.join(os.fspath(builder.data_dir), movie_posters.REPORT)
+  report_path = os.path.join(os.fspath(builder.data_dir), movie_report.REPORT)
   prepared = builder.is_prepared()
   builder.download_and_prepare(file_format="array_record")
   if prepared:
     with open(report_path, encoding="utf-8") as f:
-      print(movie_posters.summary(json.load(f)))
+      print(movie_report.summary(json.load(f)))
     print(f"already prepared: {builder.data_dir} (build skipped)")
   print(f"{builder.info.full_name}: splits "
         f"{ {k: v.num_examples for k, v in builder.info.splits.items()} }, "

@@ -254,15 +254,15 @@ def test_config_values_that_cannot_train_are_one_line(override, message, tiny_da
 
 _KILLED_BUILD = """
 import os, signal, sys
-from jaxposter.data import builder
+from jaxposter.data import builder, synthetic_posters
 from tests.conftest import tiny_config
-make = builder.SyntheticPosters._generate_examples
+make = synthetic_posters.SyntheticPosters._generate_examples
 def dies(self, start, count):
   for i, record in enumerate(make(self, start, count)):
     if i == 5:
       os.kill(os.getpid(), signal.SIGTERM)
     yield record
-builder.SyntheticPosters._generate_examples = dies
+synthetic_posters.SyntheticPosters._generate_examples = dies
 builder.prepare(tiny_config(sys.argv[1]).data, quiet=True)
 """
 

@@ -6,6 +6,7 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
 import threading
 import traceback
 
@@ -17,6 +18,7 @@ from configs import default
 from jaxposter.data import movie_eval
 from jaxposter.data import movie_genre
 from jaxposter.data import movie_posters
+from jaxposter.data import movie_report
 
 GENRES = ["Drama", "Comedy", "Romance", "Action", "Horror"]
 MISSING = {1003, 1017, 1029, 1041, 1052}
@@ -103,7 +105,7 @@ def test_build_kaggle_layout(tmp_path, capsys):
       assert record["title"].decode() == f"Title {ident}, the"
   assert not by_id
 
-  with open(os.path.join(builder.data_dir, movie_posters.REPORT)) as f:
+  with open(os.path.join(builder.data_dir, movie_report.REPORT)) as f:
     report = json.load(f)
   assert report["rows_read"] == 63 and report["kept"] == 52
   assert report["dropped"] == {"duplicate_id": 1, "no_genre": 1, "bad_id": 1,
@@ -215,6 +217,31 @@ def test_changed_csv_or_posters_rebuild(tmp_path):
   assert _examples(without) == _examples(found)
 
 
+def test_without_its_csv_the_fingerprint_is_read_from_the_build_report(tmp_path):
+  """The newest complete copy is found by its build report, not by parsing folder names: a
+  newer folder of the same fields whose report is missing, or names another folder, is
+  passed over."""
+  root = _kaggle(tmp_path / "kaggle", n=20)
+  data_dir = str(tmp_path / "tfds")
+  built = movie_posters.make_builder(_data(root), data_dir)
+  built.download_and_prepare()
+  version_dir = os.fspath(built.data_dir)
+  prefix = built.builder_config.name.rsplit("_", 1)[0]
+  for decoy, report in (("nometa", None), ("misnamed", built.builder_config.name)):
+    copy = os.path.join(os.path.dirname(os.path.dirname(version_dir)), f"{prefix}_{decoy}",
+                        os.path.basename(version_dir))
+    shutil.copytree(version_dir, copy)
+    os.remove(os.path.join(copy, movie_report.REPORT))
+    if report:
+      with open(os.path.join(copy, movie_report.REPORT), "w") as f:
+        json.dump({"config": report, "sources": decoy}, f)
+    os.utime(os.path.join(copy, "dataset_info.json"))  # newer than the real copy
+  (root / "MovieGenre.csv").unlink()
+  again = movie_posters.make_builder(_data(root), data_dir)
+  assert again.builder_config.name == built.builder_config.name and again.is_prepared()
+  assert again.builder_config.sources == built.builder_config.sources
+
+
 def test_bring_your_own_list_like_genres(tmp_path):
   root = tmp_path / "own"
   os.makedirs(root / "images")
@@ -252,7 +279,7 @@ def test_bring_your_own_zero_one_columns(tmp_path):
                if on} for i in range(1, 31)}
   assert _labels_by_id(builder) == {str(i): g for i, g in flags.items() if g}
   assert len(flags) - len(_labels_by_id(builder)) == len(no_genre) > 0
-  with open(os.path.join(builder.data_dir, movie_posters.REPORT)) as f:
+  with open(os.path.join(builder.data_dir, movie_report.REPORT)) as f:
     assert json.load(f)["dropped"] == {"no_genre": len(no_genre)}
 
 

@@ -10,12 +10,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from jaxposter.data import builder as builder_lib
 from jaxposter.data import images
 from jaxposter.data import movie_config
 from jaxposter.data import movie_genre
 from jaxposter.data import movie_posters
 from jaxposter.data import posters
+from jaxposter.data import schema
 
 
 def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
@@ -59,6 +59,6 @@ def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
         dropped[reason] = dropped.get(reason, 0) + 1
         continue
       report["examples"] += 1
-      yield builder_lib.example(jpeg, np.asarray(row.label, np.uint8), row.id, row.title)
+      yield schema.example(jpeg, np.asarray(row.label, np.uint8), row.id, row.title)
 
   return examples(), report

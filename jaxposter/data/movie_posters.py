@@ -6,7 +6,8 @@
 The config name hashes every data-shaping field and a fingerprint of the sources
 (jaxposter/data/movie_config.py), so a second `download_and_prepare` with the same settings
 and files is a no-op, and changing any of them prepares a new copy beside it. Without the
-CSV, the newest copy prepared with the same settings is used.
+CSV, the newest copy prepared with the same settings is used: its build report stores the
+fingerprint it was named with (movie_report.py).
 The genre vocabulary is chosen over the cleaned (and sampled) CSV rows, before posters are
 looked at; it is stored with the data (the `genres` ClassLabel names). The build writes
 `build_report.json` next to the data and into `info.metadata["build_report"]`.
@@ -14,8 +15,6 @@ looked at; it is stored with the data (the `genres` ClassLabel names). The build
 
 import collections
 import concurrent.futures
-import glob
-import json
 import os
 import time
 from typing import Any, Callable, Iterable, Iterator
@@ -24,13 +23,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants as tfds_constants
 
-from jaxposter.data import builder as builder_lib
 from jaxposter.data import images
 from jaxposter.data import movie_config
 from jaxposter.data import movie_genre
+from jaxposter.data import movie_report
 from jaxposter.data import posters
+from jaxposter.data import prepare_lock
+from jaxposter.data import schema
 
-REPORT = "build_report.json"
 STORE_QUALITY = 95  # JPEG quality of resized posters (4:4:4): under 2 grey levels off on average
 _WORKERS = max(4, 2 * (os.cpu_count() or 1))
 
@@ -41,19 +41,17 @@ def builder_config(data_config: Any,
 
   With data.download the poster folder is left out of the fingerprint (the build itself
   fills it); without the CSV, the newest copy prepared under `data_dir` with these fields
-  is named, so prepared data stays readable.
+  is named (its fingerprint read from its build report), so prepared data stays readable.
   """
   fields = movie_config.data_fields(data_config)
-  name = builder_lib.config_name("movie_posters", fields)
+  name = schema.config_name("movie_posters", fields)
   root = data_dir or tfds_constants.DATA_DIR
   manual = movie_config.manual_dir(fields["manual_dir"], root)
   poster_dir = None if fields["download"] else os.path.join(manual, fields["poster_dir"])
   sources = movie_config.sources_fingerprint(os.path.join(manual, fields["csv"]), poster_dir)
   if sources is None:
-    prepared = glob.glob(os.path.join(glob.escape(root), "movie_posters", f"{name}_*",
-                                      str(MoviePosters.VERSION), "dataset_info.json"))
-    newest = max(prepared, key=os.path.getmtime, default=None)
-    sources = newest.split(os.sep)[-3].rsplit("_", 1)[1] if newest else "nocsv"
+    sources = movie_report.prepared_sources(os.path.join(root, "movie_posters"), name,
+                                            str(MoviePosters.VERSION)) or "nocsv"
   return movie_config.MoviePostersConfig(name=f"{name}_{sources}", sources=sources, **fields)
 
 
@@ -95,7 +93,7 @@ def _stored_bytes(path: str, size, max_pixels: int) -> bytes | str:
     return images.skip_reason(e)
 
 
-class MoviePosters(builder_lib.PreparedOnce, tfds.core.GeneratorBasedBuilder):
+class MoviePosters(prepare_lock.PreparedOnce, tfds.core.GeneratorBasedBuilder):
   """Movie posters with multi-hot genre labels, from MovieGenre.csv and a poster folder."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -113,7 +111,7 @@ class MoviePosters(builder_lib.PreparedOnce, tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self, description=self.__doc__,
-        features=builder_lib.poster_features(self._vocabulary()),
+        features=schema.poster_features(self._vocabulary()),
         homepage="https://www.kaggle.com/datasets/neha1703/movie-genre-from-its-poster",
         metadata=tfds.core.MetadataDict())
 
@@ -197,7 +195,7 @@ class MoviePosters(builder_lib.PreparedOnce, tfds.core.GeneratorBasedBuilder):
         stats["genres"][g] += bit
       stats["unlabeled"] += not any(row.label)
       self._report["label_cardinality"][sum(row.label)] += 1
-      yield row.id, builder_lib.example(jpeg, np.asarray(row.label, np.uint8), row.id, row.title)
+      yield row.id, schema.example(jpeg, np.asarray(row.label, np.uint8), row.id, row.title)
 
   def _download_and_prepare(self, dl_manager, download_config=None):
     other = download_config and download_config.manual_dir
@@ -208,43 +206,8 @@ class MoviePosters(builder_lib.PreparedOnce, tfds.core.GeneratorBasedBuilder):
     report = getattr(self, "_report", None)
     if report is None or "splits" not in report:
       return
-    report["seconds"] = round(time.time() - report.pop("_start"), 1)
-    cardinality = report.pop("label_cardinality")
-    kept = sum(s["examples"] for s in report["splits"].values())
-    report["kept"] = kept
-    report["label_cardinality"] = {str(k): cardinality[k] for k in sorted(cardinality)}
-    report["mean_labels"] = round(sum(k * n for k, n in cardinality.items()) / max(kept, 1), 3)
+    report = movie_report.finish(report, time.time() - report.pop("_start"))
     self.info.metadata["build_report"] = report
-    with open(os.path.join(os.fspath(self.data_dir), REPORT), "w", encoding="utf-8") as f:
-      json.dump(report, f, indent=1)
-    print(summary(report))
+    movie_report.write(report, self.data_dir)
+    print(movie_report.summary(report))
 
-
-def merged_lines(merges: dict[str, dict[str, int]]) -> list[str]:
-  """One line per genre name the CSV spells more than one way (movie_genre.normalise_genres)."""
-  return [f"  merged  {', '.join(f'{s!r} ({n})' for s, n in spellings.items())} -> {name!r}"
-          for name, spellings in merges.items()]
-
-
-def summary(report: dict) -> str:
-  """A readable account of a build report."""
-  splits = list(report["splits"])
-  lines = [f"movie_posters {report['config']}: {report['rows_read']} rows read, "
-           f"{report['kept']} posters kept in {report.get('seconds', '?')} s"]
-  if report.get("download"):
-    lines.append(f"  download: {report['download']}")
-  for reason, n in sorted(report["dropped"].items(), key=lambda kv: -kv[1]):
-    lines.append(f"  dropped {reason:<22} {n:>7}")
-  for key, n in report.get("notes", {}).items():
-    lines.append(f"  note    {key:<22} {n:>7}")
-  lines += merged_lines(report.get("genre_spellings_merged", {}))
-  lines.append(f"  {'genre':<16}" + "".join(f"{s:>11}" for s in splits))
-  lines.append(f"  {'(examples)':<16}" + "".join(
-      f"{report['splits'][s]['examples']:>11}" for s in splits))
-  for g in report["vocabulary"]:
-    lines.append(f"  {g:<16}" + "".join(f"{report['splits'][s]['genres'][g]:>11}" for s in splits))
-  lines.append(f"  {'(no label)':<16}" + "".join(
-      f"{report['splits'][s]['unlabeled']:>11}" for s in splits))
-  lines.append(f"  labels per poster: {report['label_cardinality']} (mean "
-               f"{report['mean_labels']})")
-  return "\n".join(lines)
