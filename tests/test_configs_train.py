@@ -165,3 +165,48 @@ def test_an_input_too_small_for_the_model_is_a_clear_error(tiny_data_dir, tmp_pa
   exp = experiment.setup(config, str(tmp_path))
   with pytest.raises(experiment.UserError, match="raise data.image_height"):
     exp.new_state(exp.steps_per_epoch())
+
+
+def _log_sigmoid(x):
+  return -np.logaddexp(0.0, -x)
+
+
+@pytest.mark.parametrize("loss", ["bce", "pos_weight", "asl"])
+def test_the_configured_loss_is_the_one_trained_on(loss, tiny_data_dir, tmp_path):
+  """loss.name / loss.pos_weight / loss.asl_* through a config: a train step's loss is that
+  loss of the step's logits (recomputed here in numpy from the eval logits of the same batch:
+  no dropout, no batch norm, no on-device augmentation, so train and eval logits agree)."""
+  from jaxposter.data import pipeline
+  config = tiny("demo.py", tiny_data_dir)
+  config.model.dropout_rate = 0.0
+  if loss == "pos_weight":
+    config.loss.pos_weight, config.loss.max_pos_weight = True, 3.0
+  elif loss == "asl":
+    config.loss.name = "asl"
+    config.loss.asl_gamma_pos, config.loss.asl_gamma_neg, config.loss.asl_clip = 1.0, 2.0, 0.1
+  exp = experiment.setup(config, str(tmp_path))
+  state = exp.new_state(exp.steps_per_epoch())
+  batch = next(exp.steps.prefetch(pipeline.train_batches(
+      exp.source("train"), geom=exp.geom, global_batch=config.batch_size, seed=0, epoch=1,
+      num_threads=0)))
+  p = exp.steps.outputs_to_host(exp.steps.eval(state, batch))["probs"].astype(np.float64)
+  logits, y = np.log(p) - np.log1p(-p), np.asarray(batch["label"], np.float64)
+  _, m = exp.steps.train(state, exp.steps.zero_metrics(len(exp.genres)), batch,
+                         jax.random.key(0))
+  got = float(m["loss_sum"] / m["count"])
+  if loss == "asl":
+    q = 1 / (1 + np.exp(-logits))
+    shifted = np.maximum(q - 0.1, 0)
+    want = -(y * (1 - q) * np.log(q) + (1 - y) * shifted ** 2 * np.log(1 - shifted))
+  else:
+    w = 1.0
+    if loss == "pos_weight":  # negatives / positives over the training split, capped at 3
+      source = exp.source("train")
+      labels = np.stack([source[i]["label"] for i in range(len(source))]).astype(np.float64)
+      pos = labels.sum(0)
+      w = np.clip((len(labels) - pos) / pos, 1.0, 3.0)
+      assert 1.0 < w.min() < 3.0 and w.max() == 3.0  # weights that matter, one capped
+    want = -(w * y * _log_sigmoid(logits) + (1 - y) * _log_sigmoid(-logits))
+  assert got == pytest.approx(want.mean(), rel=1e-4)
+  plain_bce = -(y * _log_sigmoid(logits) + (1 - y) * _log_sigmoid(-logits)).mean()
+  assert (got == pytest.approx(plain_bce, rel=1e-4)) == (loss == "bce")
