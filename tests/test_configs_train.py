@@ -145,6 +145,11 @@ def test_lite_weights_load_through_the_config(tiny_data_dir, tmp_path):
                              state_dict["_blocks.1._depthwise_conv.weight"].transpose(2, 3, 1, 0))
   np.testing.assert_allclose(np.asarray(state.batch_stats["bn0"]["mean"]),
                              state_dict["_bn0.running_mean"])
+  assert config.ema_decay  # the weight average starts from the imported weights too
+  np.testing.assert_array_equal(np.asarray(state.ema_params["blocks_1"]["depthwise_conv"]["kernel"]),
+                                np.asarray(state.params["blocks_1"]["depthwise_conv"]["kernel"]))
+  np.testing.assert_array_equal(np.asarray(state.ema_batch_stats["bn0"]["mean"]),
+                                state_dict["_bn0.running_mean"])
   _, losses = _steps(exp, state, n=1)
   assert np.isfinite(losses[0])
 
