@@ -214,3 +214,33 @@ def test_unreachable_server_names_url_and_scratch_override(tmp_path, monkeypatch
   msg = str(err.value)
   assert f"{url}tiny-00000000.pth" in msg and "--config.model.pretrained=''" in msg
   assert os.listdir(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_real_pth_file_loads_to_torchs_outputs(fixture, tmp_path, server, monkeypatch,
+                                                 wrapped):
+  """The fixture's torchvision-shaped ResNet state dict written with torch.save (float32
+  tensors and int64 num_batches_tracked, as torchvision's files hold; or wrapped in a training
+  checkpoint's {"state_dict": ..., "epoch": ...}), then read through the importer's file path,
+  served and downloaded by name as the published files are: the model gives torch's logits."""
+  torch = pytest.importorskip("torch", reason="torch reads .pth files: pip install -e '.[torch]'")
+  sd = state_dict(fixture, "basic")
+  tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
+  assert any(t.dtype == torch.int64 for t in tensors.values()) and "fc.weight" in tensors
+  url, served = server
+  path = served / "weights.pth"
+  torch.save({"state_dict": tensors, "epoch": 90} if wrapped else tensors, path)
+  assert open(path, "rb").read(2) == b"PK"  # torch's zip format, not an .npz in disguise
+  name = _publish(monkeypatch, served, path.read_bytes())
+  meta = json.loads(str(fixture["meta"]))["basic"]
+  model, x = build(meta), jnp.asarray(fixture["input"])
+  loaded = tv.load_state_dict(str(path))
+  assert loaded.keys() == sd.keys()
+  for k, v in sd.items():
+    np.testing.assert_array_equal(loaded[k], v)
+  variables = fake_init(model, x)
+  pretrained = tv.load_pretrained("tiny", "tiny", model, variables, str(tmp_path / "cache"),
+                                  keep_head=True, base_url=url)
+  assert os.path.isfile(tmp_path / "cache" / name)
+  logits = jax.jit(functools.partial(model.apply, train=False))(pretrained, x)
+  np.testing.assert_allclose(logits, fixture["basic/eval"], atol=1e-4, rtol=0)
