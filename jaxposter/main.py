@@ -170,7 +170,7 @@ def _slug(path: str) -> str:
 
 def _folder_source(exp, csv: str, posters: str) -> list[dict]:
   """Every usable row of a CSV + poster folder, labelled over the checkpoint's genres."""
-  from jaxposter.data import movie_eval
+  from jaxposter.data import movie_eval, movie_report
   try:
     examples, rep = movie_eval.eval_rows(csv, posters, exp.genres, exp.config.data)
     source = list(examples)
@@ -181,6 +181,8 @@ def _folder_source(exp, csv: str, posters: str) -> list[dict]:
     unknown = ", ".join(f"{k} ({v})" for k, v in rep["unknown_genres"].items()) or "none"
     print(f"{csv}: {rep['rows_read']} rows read, {len(source)} posters scored; dropped: "
           f"{dropped}; genres unknown to the checkpoint, ignored: {unknown}", flush=True)
+    for line in movie_report.merged_lines(rep["genre_spellings_merged"]):  # as builds say
+      print(line, flush=True)
   if not source:
     raise UserError(f"no usable poster in {csv} + {posters}")
   return source

@@ -1,5 +1,7 @@
 """From a checkpoint to answers: eval reports, predict on a messy folder, ensembles."""
 
+import collections
+import glob
 import json
 import os
 import re
@@ -236,6 +238,19 @@ def _poster_set(root, ids, name, write_row):
   return rows
 
 
+def _support(n: int) -> dict[str, int]:
+  """Posters per genre among the first n of `_poster_set`."""
+  labels = sum(synthetic.make_example(5, i, 60, 40)[1].astype(int) for i in range(n))
+  return dict(zip(synthetic.GENRES, labels.tolist()))
+
+
+def _eval_support(workdir: str, csv_name: str) -> dict[str, int]:
+  """Posters per genre, as labelled by the parsed CSV, from the eval JSON of `csv_name`."""
+  [path] = glob.glob(os.path.join(workdir, f"eval_step*_{csv_name}.json"))
+  with open(path) as f:
+    return {g: v["support"] for g, v in json.load(f)["per_genre"].items()}
+
+
 def test_eval_scores_other_layouts(two_runs, tmp_path):
   """The multi-label Kaggle layout with no flags; an unusual one with --config.data.* only."""
   ids = [f"tt{i:07d}" for i in range(30)]
@@ -249,6 +264,7 @@ def test_eval_scores_other_layouts(two_runs, tmp_path):
   proc = run_cli(["--workdir", two_runs[0], "--mode", "eval", "--csv",
                   str(tmp_path / "train.csv"), "--posters", str(images)])
   assert "30 rows read, 30 posters scored; dropped: none" in proc.stdout
+  assert _eval_support(two_runs[0], "train") == _support(30)
 
   odd = tmp_path / "odd"
   os.makedirs(odd)
@@ -259,7 +275,37 @@ def test_eval_scores_other_layouts(two_runs, tmp_path):
                   "--posters", str(odd), "--config.data.id_column=key",
                   "--config.data.genre_column=labels", "--config.data.file_pattern=poster_{id}.png"])
   assert "12 rows read, 12 posters scored" in proc.stdout
+  assert _eval_support(two_runs[0], "list") == _support(12)
   # A model-shaping field is still refused on a trained workdir.
   proc = run_cli(["--workdir", two_runs[0], "--mode", "eval", "--csv", str(odd / "list.csv"),
                   "--posters", str(odd), "--config.data.image_height=64"], check=False)
   assert proc.returncode != 0 and "image_height" in proc.stderr
+
+
+def test_eval_csv_merges_genre_spellings_and_says_so(two_runs, tmp_path):
+  """Issue 30 item 4 for `--mode eval --csv`: "drama" and " DRAMA " label what "Drama" does,
+  and the merge is printed as a build prints it."""
+  os.makedirs(tmp_path / "posters")
+  spelled = {0: str.lower, 1: lambda g: f" {g.upper()} "}  # row i % 3 -> its spelling
+  variants, support = {}, dict.fromkeys(synthetic.GENRES, 0)
+
+  def row(ident, genres):
+    respell = spelled.get(ident % 3, lambda g: g)
+    for g in genres:
+      support[g] += 1
+      variants.setdefault(g, collections.Counter())[respell(g).strip()] += 1
+    return f"{ident},{'|'.join(respell(g) for g in genres)}"
+
+  rows = _poster_set(tmp_path / "posters", range(24), lambda i: f"{i}.jpg", row)
+  csv = tmp_path / "respelled.csv"
+  csv.write_text("imdbId,Genre\n" + "\n".join(rows) + "\n")
+  proc = run_cli(["--workdir", two_runs[0], "--mode", "eval", "--csv", str(csv)])
+  assert "24 rows read, 24 posters scored" in proc.stdout
+  assert "genres unknown to the checkpoint, ignored: none" in proc.stdout
+  merged = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("merged")]
+  assert len(merged) == len([g for g, n in support.items() if n]) > 0
+  for line in merged:
+    name = re.fullmatch(r"merged  .* -> '(.+)'", line).group(1)
+    assert all(f"{s!r} ({n})" in line for s, n in variants[name].items())  # stripped
+    assert sum(map(int, re.findall(r"\((\d+)\)", line))) == support[name]
+  assert _eval_support(two_runs[0], "respelled") == support == _support(24)
