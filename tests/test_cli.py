@@ -379,7 +379,8 @@ def test_a_diverging_run_stops_at_a_log_step(tiny_data_dir, tmp_path):
 def test_the_recipe_ingredients_end_to_end(tiny_data_dir, tmp_path):
   """Crops, jitter, mixup, label smoothing, AdamW + cosine, EMA and flip TTA through train
   and eval (on a model without BatchNorm): eval of the last checkpoint reproduces the test
-  metrics logged in training, both scoring the moving average with TTA."""
+  metrics logged in training, both scoring the moving average with TTA; and each ingredient
+  is shown to be on (`_assert_each_ingredient_is_on`)."""
   workdir = str(tmp_path / "recipe")
   run_cli(["--config", "configs/demo.py", "--workdir", workdir,
            *tiny_overrides(tiny_data_dir, data__crop_min_area=0.5, augment__brightness=0.2,
@@ -391,3 +392,62 @@ def test_the_recipe_ingredients_end_to_end(tiny_data_dir, tmp_path):
   step, result = _eval(workdir, "--step", str(logged["step"]))
   for k in ("OF1", "mAP", "ROC_AUC", "loss"):
     assert result[k] == pytest.approx(logged["test"][k], rel=1e-5, abs=1e-6), k
+  _assert_each_ingredient_is_on(workdir, step)
+
+
+def _assert_each_ingredient_is_on(workdir: str, step: int) -> None:
+  """Each ingredient changes what the run's experiment (its saved config, set up as training
+  and eval set it up) does, against the same experiment with only that ingredient off: the
+  first training batch (crops), one train step from the checkpoint on that batch and key
+  (jitter, mixup, label smoothing, EMA), and the probabilities of a test batch (EMA, TTA)."""
+  import dataclasses
+  import jax
+  from jaxposter import saved_config
+  from jaxposter.data import pipeline
+  from jaxposter.experiment import setup
+  config = saved_config.load(workdir)
+  exp = setup(config, workdir, read_only=True)
+  state = _restored(workdir, step)
+  leaves = lambda tree: [np.asarray(x) for x in jax.tree.leaves(tree)]
+  differ = lambda a, b: any(not np.allclose(x, y, rtol=0, atol=1e-7)
+                            for x, y in zip(leaves(a), leaves(b)))
+
+  def variant(**off):
+    c = config.copy_and_resolve_references()
+    for key, value in off.items():
+      section, field = key.split("__") if "__" in key else (None, key)
+      setattr(c[section] if section else c, field, value)
+    return setup(c, workdir, read_only=True, genres=exp.genres, checkpoints=exp.checkpoints)
+
+  def first_train_batch(geom):
+    return next(pipeline.train_batches(exp.source("train"), geom=geom, seed=config.seed,
+                                       global_batch=config.batch_size, epoch=1,
+                                       random_flip=False, num_threads=0))
+
+  batch = first_train_batch(exp.geom)
+  uncropped = first_train_batch(dataclasses.replace(exp.geom, min_area=1.0))
+  np.testing.assert_array_equal(batch["label"], uncropped["label"])
+  assert not np.array_equal(batch["image"], uncropped["image"])  # random resized crops
+
+  def train_step(e):
+    new, m = e.steps.train(e.steps.place_state(state), e.steps.zero_metrics(len(e.genres)),
+                           e.steps.place_batch(batch), jax.random.key(0))
+    return jax.device_get(new), float(m["loss_sum"] / m["count"])
+
+  stepped, loss = train_step(exp)  # (the cosine schedule has reached 0: the step's loss tells)
+  for off in ({"augment__brightness": 0.0, "augment__saturation": 0.0},
+              {"augment__mixup_alpha": 0.0}, {"loss__label_smoothing": 0.0}):
+    assert abs(train_step(variant(**off))[1] - loss) > 1e-5, off
+  assert differ(state.ema_params, state.params) and differ(stepped.ema_params, stepped.params)
+
+  test_batch = next(pipeline.eval_batches(exp.source("test"), geom=exp.geom,
+                                          global_batch=config.eval_batch_size, num_threads=0))
+
+  def probs(e, s):
+    out = e.steps.eval(e.steps.place_state(s), e.steps.place_batch(test_batch))
+    return e.steps.outputs_to_host(out)["probs"]
+
+  scored = probs(exp, state)
+  assert differ(scored, probs(variant(tta_flip=False), state))  # flip TTA
+  assert differ(scored, probs(exp, state.replace(ema_params=None)))  # the moving average
+  exp.checkpoints.close()
