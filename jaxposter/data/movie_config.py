@@ -104,6 +104,9 @@ def data_fields(data_config: Any) -> dict[str, Any]:
   for k in ("genre_columns", "genres", "split_fractions"):
     f[k] = tuple(f[k] or ())
   f["split_fractions"] = movie_genre.check_fractions(f["split_fractions"])
+  if not min(f["split_fractions"]):
+    raise ValueError(f"data.split_fractions={f['split_fractions']}: train, validation and test "
+                     f"each need a fraction > 0 ({movie_genre.SPLIT_RULE})")
   if f["genre_columns"]:
     f["genre_column"] = ""
   if f["manual_dir"]:

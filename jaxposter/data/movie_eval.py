@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from jaxposter.data import genre_names
 from jaxposter.data import images
 from jaxposter.data import movie_config
 from jaxposter.data import movie_genre
@@ -30,7 +31,7 @@ def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
   f = movie_config.detect_layout(movie_config.data_fields(data_config), csv)
   rows, rows_read, dropped, _ = movie_genre.read_clean(
       csv, **{k: f[k] for k in movie_config.CSV_FIELDS})
-  rows, merges = movie_genre.normalise_genres(rows, vocabulary)  # as the build spells them
+  rows, merges = genre_names.normalise(rows, vocabulary)  # as the build spells them
   known = set(vocabulary)
   unknown = collections.Counter(g for r in rows for g in r.genres if g not in known)
   rows, unlabeled = movie_genre.label_rows(rows, vocabulary, f["keep_unlabeled"], None)

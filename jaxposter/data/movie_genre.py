@@ -7,7 +7,7 @@ Pipeline, each step counting what it drops (`Table.dropped`, by reason):
            ("duplicate_id"; 0042 and 42 are one id);
            rows without any genre -> "no_genre".
   spell    genre names that differ only in case or white space are one genre, spelled the
-           way most rows spell it (`normalise_genres`; build and `--mode eval --csv` alike);
+           way most rows spell it (genre_names.py; build and `--mode eval --csv` alike);
            the spellings merged are reported (`Table.genre_merges`).
   sample   `sample_size` rows: the ones with the smallest sha1(seed, id), so the sample
            does not depend on row order.
@@ -18,7 +18,6 @@ Pipeline, each step counting what it drops (`Table.dropped`, by reason):
            never moves when other rows are added or removed.
 """
 
-import ast
 import collections
 import dataclasses
 import hashlib
@@ -31,8 +30,10 @@ import numpy as np
 import pandas as pd
 
 from jaxposter.data import csv_reader
+from jaxposter.data import genre_names
 
 SPLITS = ("train", "validation", "test")
+SPLIT_RULE = "every split needs posters: validation tunes the thresholds, test scores the run"
 _NUMERIC_ID = re.compile(r"^\d{1,18}$")
 _TOKEN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TRUE = {"1", "true", "t", "yes", "y"}
@@ -67,62 +68,6 @@ def read_clean(csv_path: str | os.PathLike, **columns) -> tuple[list[Row], int, 
   frame, rows_read, dropped, notes = csv_reader.read_csv(csv_path)
   rows, unclean = clean(frame, path=csv_path, **columns)
   return rows, rows_read, dict(collections.Counter(dropped) + collections.Counter(unclean)), notes
-
-
-def parse_genres(value: str) -> tuple[str, ...]:
-  """'Crime|Drama', "['Crime', 'Drama']" or 'Crime, Drama' -> ('Crime', 'Drama')."""
-  value = (value or "").strip()
-  if value.startswith("[") and value.endswith("]"):
-    try:
-      parts = [str(p) for p in ast.literal_eval(value)]
-    except (ValueError, SyntaxError):
-      parts = re.split(r"[,|]", value[1:-1])
-    parts = [p.strip().strip("'\"") for p in parts]
-  else:
-    parts = re.split(r"[|,]", value)
-  return tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
-
-
-def genre_key(name: str) -> str:
-  """What makes two genre names one genre: case and white space aside ("Sci  fi" = "Sci Fi")."""
-  return " ".join(name.split()).casefold()
-
-
-def normalise_genres(rows: list[Row], preferred: Sequence[str] = ()
-                     ) -> tuple[list[Row], dict[str, dict[str, int]]]:
-  """Rows whose genre names are spelled one way per `genre_key`: the spelling in `preferred`
-  (a trained model's vocabulary) when it has exactly one, else the spelling most rows use,
-  white space runs folded to one space (ties: the first in code-point order, so "Drama"
-  before "drama").
-
-  Returns (rows, merges): merges maps each canonical name written any other way to
-  {spelling: rows that spell it so}; empty when every name has one spelling.
-  """
-  spellings = collections.defaultdict(collections.Counter)
-  for r in rows:
-    for g in r.genres:
-      spellings[genre_key(g)][g] += 1
-  named = collections.defaultdict(set)
-  for g in preferred:
-    named[genre_key(g)].add(g)
-  canonical, merges = {}, {}
-  for key, counts in spellings.items():
-    if len(named.get(key, ())) > 1:  # a vocabulary that tells them apart: leave them apart
-      canonical.update((g, g) for g in counts)
-      continue
-    votes = collections.Counter()
-    for g, n in counts.items():
-      votes[" ".join(g.split())] += n
-    name = next(iter(named[key])) if key in named else min(votes, key=lambda g: (-votes[g], g))
-    canonical.update((g, name) for g in counts)
-    if set(counts) != {name}:
-      merges[name] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-  if merges:
-    logging.warning("genre names merged (case, white space): %s", merges)
-  out = [r if all(canonical[g] == g for g in r.genres) else
-         dataclasses.replace(r, genres=tuple(dict.fromkeys(canonical[g] for g in r.genres)))
-         for r in rows]
-  return out, merges
 
 
 def _flag(value: str) -> bool | None:
@@ -174,7 +119,7 @@ def clean(frame: pd.DataFrame, *, id_column="imdbId", genre_column="Genre",
         continue
       genres = tuple(g for g, b in zip(genre_columns, bits) if b)
     else:
-      genres = parse_genres(value)
+      genres = genre_names.parse(value)
     if not genres:
       dropped["no_genre"] += 1
       continue
@@ -283,11 +228,11 @@ def load(csv_path: str | os.PathLike, *, id_column="imdbId", genre_column="Genre
                      "the CSV and data.id_column and the genre column settings.")
   if sample_size and sample_size < len(rows):
     dropped["not_sampled"] = len(rows) - sample_size
-  rows, merges = normalise_genres(rows)
+  rows, merges = genre_names.normalise(rows)
   rows = sample(rows, sample_size, sample_seed)
   genre_counts = count_genres(rows)
-  spelled = {genre_key(g): g for g in genre_counts}
-  genres = [spelled.get(genre_key(g), g) for g in genres]  # data.genres=["drama"] is "Drama"
+  spelled = {genre_names.key(g): g for g in genre_counts}
+  genres = [spelled.get(genre_names.key(g), g) for g in genres]  # data.genres=["drama"] is "Drama"
   vocabulary = choose_vocabulary(genre_counts, top_k=top_k, genres=genres, min_count=min_count)
   if not vocabulary:
     raise ValueError(f"no genre has >= {min_count} posters; lower data.min_count.")

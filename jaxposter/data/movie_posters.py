@@ -175,10 +175,15 @@ class MoviePosters(prepare_lock.PreparedOnce, tfds.core.GeneratorBasedBuilder):
       raise ValueError(f"none of the {len(table.rows)} rows has a usable poster in {poster_dir} "
                        f"(skipped: {dict(skipped)}); check data.poster_dir and data.file_pattern, "
                        "or set data.download=True.")
+    if empty := [s for s in movie_genre.SPLITS if s not in usable]:
+      raise ValueError(f"no usable poster fell in {' or '.join(empty)} of the "
+                       f"{sum(map(len, usable.values()))} usable ones (data.split_fractions="
+                       f"{c.split_fractions}): {movie_genre.SPLIT_RULE}; use more rows or "
+                       "larger fractions")
     report["splits"] = {s: {"examples": 0, "genres": dict.fromkeys(table.vocabulary, 0),
-                            "unlabeled": 0} for s in movie_genre.SPLITS if s in usable}
+                            "unlabeled": 0} for s in movie_genre.SPLITS}
     report["label_cardinality"] = collections.Counter()
-    return {s: self._generate_examples(s, usable[s]) for s in movie_genre.SPLITS if s in usable}
+    return {s: self._generate_examples(s, usable[s]) for s in movie_genre.SPLITS}
 
   def _generate_examples(self, split: str, items: list) -> Iterator[tuple[str, dict]]:
     c, vocabulary = self.builder_config, self._table().vocabulary

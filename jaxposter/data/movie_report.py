@@ -49,7 +49,7 @@ def prepared_sources(dataset_dir: str, prefix: str, version: str) -> str | None:
 
 
 def merged_lines(merges: dict[str, dict[str, int]]) -> list[str]:
-  """One line per genre name the CSV spells more than one way (movie_genre.normalise_genres)."""
+  """One line per genre name the CSV spells more than one way (genre_names.normalise)."""
   return [f"  merged  {', '.join(f'{s!r} ({n})' for s, n in spellings.items())} -> {name!r}"
           for name, spellings in merges.items()]
 

@@ -6,10 +6,8 @@ same folder then `os.replace`d, so a crash never leaves a partial `<id>.jpg`. Fi
 already present are skipped. Failures go to `download_failures.csv` (imdbId,url,reason)
 in the poster folder, rewritten on every run.
 
-Bounded: each poster has an overall deadline (retries included; a server that drips
-bytes is cut off within `deadline` + `timeout` s), at most `max_bytes` + 64 KB of its body
-is held, images over `max_pixels` are refused from their header, and at most
-`_DECODE_SLOTS` bodies are decoded at once whatever the number of workers.
+Bounded: each poster is fetched by `image_fetch.fetch` (an overall deadline, a size cap,
+a cap on decodes in flight); the downloader runs `workers` fetches at once.
 """
 
 import collections
@@ -17,30 +15,21 @@ import concurrent.futures
 import contextlib
 import csv
 import dataclasses
-import http.client
 import logging
 import os
-import random
-import socket
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Iterable
 
 from PIL import Image
 import tqdm
 
+from jaxposter.data import image_fetch
 from jaxposter.data import images
 from jaxposter.data import movie_genre
 
 FAILURE_LOG = "download_failures.csv"
-USER_AGENT = "jaxposter/0.1 (+https://github.com/; poster downloader)"
 _STALE_PART_SECONDS = 3600
-_CHUNK = 64 << 10
-_DECODE_SLOTS = threading.BoundedSemaphore(2)  # full decodes in flight, over all workers
 
 
 @dataclasses.dataclass
@@ -49,22 +38,6 @@ class DownloadReport:
   present: int = 0  # already in the folder, skipped
   failed: dict[str, int] = dataclasses.field(default_factory=dict)  # reason -> count
   failures: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # id, url, reason
-
-
-class _Failure(Exception):
-
-  def __init__(self, reason: str, retry: bool = False):
-    super().__init__(reason)
-    self.reason, self.retry = reason, retry
-
-
-class _SafeRedirects(urllib.request.HTTPRedirectHandler):
-  """Follows redirects only to http(s) URLs."""
-
-  def redirect_request(self, req, fp, code, msg, headers, newurl):
-    if urllib.parse.urlparse(newurl).scheme.lower() not in ("http", "https"):
-      raise _Failure("bad_redirect")
-    return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def poster_path(poster_dir: str | os.PathLike, ident: str, file_pattern: str = "{id}.jpg") -> str:
@@ -104,84 +77,6 @@ def write_atomic(path: str, data: bytes) -> None:
     with contextlib.suppress(OSError):
       os.unlink(tmp)
     raise
-
-
-def _read_body(response, max_bytes: int, deadline: float) -> bytes:
-  """The body, read a chunk at a time: too_large past max_bytes, deadline past `deadline`."""
-  chunks, size = [], 0
-  while chunk := response.read1(_CHUNK):
-    chunks.append(chunk)
-    size += len(chunk)
-    if size > max_bytes:
-      raise _Failure("too_large")
-    if time.monotonic() > deadline:
-      raise _Failure("deadline")
-  return b"".join(chunks)
-
-
-def _fetch_once(opener, url: str, timeout: float, max_bytes: int, deadline: float) -> bytes:
-  request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-  try:
-    with opener.open(request, timeout=timeout) as response:
-      length = response.headers.get("Content-Length")
-      length = int(length) if length and length.isdigit() else None
-      if length is not None and length > max_bytes:
-        raise _Failure("too_large")
-      body = _read_body(response, max_bytes, deadline)
-  except urllib.error.HTTPError as e:
-    if e.code in (404, 410):
-      raise _Failure("not_found") from None
-    if 300 <= e.code < 400:  # a redirect urllib refused (e.g. to file://) or a loop
-      raise _Failure("bad_redirect") from None
-    raise _Failure(f"http_{e.code}", retry=e.code >= 500 or e.code in (408, 429)) from None
-  except http.client.IncompleteRead:
-    raise _Failure("truncated", retry=True) from None
-  except (socket.timeout, TimeoutError):
-    raise _Failure("timeout", retry=True) from None
-  except urllib.error.URLError as e:
-    if isinstance(e.reason, (socket.timeout, TimeoutError)):
-      raise _Failure("timeout", retry=True) from None
-    if isinstance(e.reason, _Failure):
-      raise e.reason from None
-    raise _Failure("connection_error", retry=True) from None
-  except (http.client.HTTPException, OSError):
-    raise _Failure("connection_error", retry=True) from None
-  if len(body) > max_bytes:
-    raise _Failure("too_large")
-  if length is not None and len(body) < length:
-    raise _Failure("truncated", retry=True)
-  return body
-
-
-def fetch(url: str, *, timeout: float = 10.0, retries: int = 3, backoff: float = 0.5,
-          max_bytes: int = 10 << 20, deadline: float = 60.0,
-          max_pixels: int = images.MAX_PIXELS, opener=None) -> bytes:
-  """Body of an http(s) URL that decodes as an image; raises _Failure(reason) otherwise.
-
-  `timeout` bounds each connect and read; `deadline` (seconds) the whole fetch, retries
-  included.
-  """
-  if not url:
-    raise _Failure("no_url")
-  if urllib.parse.urlparse(url).scheme.lower() not in ("http", "https"):
-    raise _Failure("bad_url")
-  opener = opener or urllib.request.build_opener(_SafeRedirects)
-  end = time.monotonic() + deadline
-  for attempt in range(retries + 1):
-    try:
-      body = _fetch_once(opener, url, timeout, max_bytes, end)
-      break
-    except _Failure as e:
-      pause = backoff * 2 ** attempt * (1 + random.random() / 2)
-      if not e.retry or attempt == retries or time.monotonic() + pause > end:
-        raise
-      time.sleep(pause)
-  try:
-    with _DECODE_SLOTS:
-      images.load_rgb(body, max_pixels, max_bytes)
-  except images.BadImage as e:
-    raise _Failure(f"bad_image_{e.reason}") from None
-  return body
 
 
 def _clean_stale_parts(poster_dir: str) -> None:
@@ -230,15 +125,16 @@ def download(items: Iterable[tuple[str, str]], poster_dir: str | os.PathLike, *,
     else:
       todo.append((ident, url))
 
-  opener = urllib.request.build_opener(_SafeRedirects)
+  opener = image_fetch.new_opener()  # one for all the workers
 
   def one(ident: str, url: str) -> None:
-    body = fetch(url, timeout=timeout, retries=retries, backoff=backoff, max_bytes=max_bytes,
-                 deadline=deadline, max_pixels=max_pixels, opener=opener)
+    body = image_fetch.fetch(url, timeout=timeout, retries=retries, backoff=backoff,
+                             max_bytes=max_bytes, deadline=deadline, max_pixels=max_pixels,
+                             opener=opener)
     try:
       write_atomic(poster_path(poster_dir, ident, file_pattern), body)
     except OSError as e:
-      raise _Failure(f"write_error_{e.errno}") from None
+      raise image_fetch.Failure(f"write_error_{e.errno}") from None
 
   try:
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool, \
@@ -251,7 +147,7 @@ def download(items: Iterable[tuple[str, str]], poster_dir: str | os.PathLike, *,
           try:
             future.result()
             report.ok += 1
-          except _Failure as e:
+          except image_fetch.Failure as e:
             failed[e.reason] += 1
             report.failures.append((ident, url, e.reason))
       except BaseException:

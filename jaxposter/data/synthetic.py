@@ -5,12 +5,13 @@ portrait poster, mixed with random gradients, clutter shapes, title-like text bl
 colour jitter and grain. A genre's motif is drawn with probability ~0.85, sometimes small
 or occluded, and now and then a motif appears without its label, so no model reaches 100%.
 An example depends only on (seed, index, size): examples can be made in any order. The
-genres and how each is drawn: jaxposter/data/motifs.py.
+genres and their motifs: jaxposter/data/motifs.py; what surrounds them: backdrop.py.
 """
 
 import numpy as np
 from PIL import ImageDraw
 
+from jaxposter.data import backdrop
 from jaxposter.data import motifs
 from jaxposter.data.motifs import (ACTION, ANIMATION, COMEDY, CRIME, DRAMA, GENRES, HORROR,
                                    ROMANCE, THRILLER)
@@ -47,16 +48,17 @@ def render_poster(rng: np.random.Generator, labels: np.ndarray, height: int,
   """Draws one poster for multi-hot `labels`: uint8 [height, width, 3]."""
   h, w = height * motifs.SUPERSAMPLE, width * motifs.SUPERSAMPLE
   on = np.flatnonzero(labels)
-  im = motifs.background(rng, on, h, w, P_PALETTE)
+  im = backdrop.background(rng, on, h, w, P_PALETTE)
   lum = float(np.asarray(im.reduce(8)).mean()) / 255
-  kinds = [motifs.TEXTURES[g] for g in on if g in motifs.TEXTURES and rng.random() < P_TEXTURE]
+  kinds = [backdrop.TEXTURES[g] for g in on
+           if g in backdrop.TEXTURES and rng.random() < P_TEXTURE]
   if rng.random() < 0.15:
     kinds.append(rng.choice(("stripes", "scanlines", "waves", "dots")))
   for kind in kinds[:2]:
-    im = motifs.texture(rng, kind, im)
+    im = backdrop.texture(rng, kind, im)
   d = ImageDraw.Draw(im)
   for _ in range(rng.integers(0, 3)):
-    motifs.clutter(d, rng, w, h, lum)
+    backdrop.clutter(d, rng, w, h, lum)
   drawn = [g for g in on if rng.random() < P_MOTIF]
   if rng.random() < P_STRAY:
     drawn.append(rng.integers(len(GENRES)))
@@ -64,8 +66,8 @@ def render_poster(rng: np.random.Generator, labels: np.ndarray, height: int,
   for i, g in enumerate(dict.fromkeys(drawn)):
     motifs.MOTIFS[g](d, rng, motifs.motif_box(rng, w, h, hero=i == 0), lum)
   for _ in range(rng.integers(0, 3)):
-    motifs.clutter(d, rng, w, h, lum, scale=0.15)
-  motifs.title(d, rng, w, h, lum, p_top=0.6 if {HORROR, THRILLER} & set(on) else 0.25)
+    backdrop.clutter(d, rng, w, h, lum, scale=0.15)
+  backdrop.title(d, rng, w, h, lum, p_top=0.6 if {HORROR, THRILLER} & set(on) else 0.25)
   x = np.asarray(im.reduce(motifs.SUPERSAMPLE), np.float32)
   # Colour jitter (per-channel gain, contrast, brightness) and luma grain (it survives JPEG's
   # chroma subsampling); Horror is grainier.

@@ -7,6 +7,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxposter.data import backdrop
 from jaxposter.data import motifs
 from jaxposter.data import prepare_lock
 from jaxposter.data import schema
@@ -55,7 +56,7 @@ def make_builder(data_config: Any, data_dir: str | None = None) -> SyntheticPost
   fields = dict(num_train=s.num_train, num_validation=s.num_validation, num_test=s.num_test,
                 height=s.height, width=s.width, seed=s.seed)
   digest = hashlib.sha1()
-  for module in (synthetic, motifs):
+  for module in (synthetic, motifs, backdrop):
     with open(module.__file__, "rb") as f:
       digest.update(f.read())
   name = schema.config_name("synthetic", {**fields, "code": digest.hexdigest()})
