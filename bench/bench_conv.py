@@ -13,13 +13,11 @@ Records of past runs: docs/benchmarks.md.
 
 import argparse
 import os
-import sys
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import _common  # pylint: disable=wrong-import-position
 from jaxposter.models import cpu_ops  # pylint: disable=wrong-import-position
 

@@ -34,7 +34,6 @@ def run_one(config: str, batch: int, size: int, steps: int, dtype: str) -> dict:
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
   from jaxposter import models  # pylint: disable=import-outside-toplevel
 
   name, _, extra = config.partition("+")

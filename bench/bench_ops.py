@@ -26,7 +26,6 @@ Records of past runs: docs/benchmarks.md.
 
 import argparse
 import collections
-import os
 import sys
 
 try:
@@ -35,7 +34,6 @@ try:
 except ImportError:
   sys.exit("bench_ops needs torch: pip install -e '.[torch]'")
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_vs_torch  # pylint: disable=wrong-import-position  (imports no jax)
 import torch_twins  # pylint: disable=wrong-import-position
 

@@ -55,7 +55,6 @@ def launch(workdir: str, env: dict) -> tuple[subprocess.Popen, str, float]:
 
 
 def synthetic_poster() -> bytes:
-  sys.path.insert(0, ROOT)
   from PIL import Image
   from jaxposter.data import synthetic
   buf = io.BytesIO()

@@ -54,9 +54,9 @@ def main():
               f"--config.eval_batch_size={a.batch}", "--config.progress_bar=False",
               "--config.log_every_steps=1", f"--config.data.data_dir={os.path.join(tmp, 'tfds')}"]
 
-    subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, '.');"
-                    "from configs import default; from jaxposter.data import builder;"
-                    "c = default.get_config();"
+    subprocess.run([sys.executable, "-c",
+                    "from jaxposter import config_files; from jaxposter.data import builder;"
+                    "c = config_files.load('configs/default.py');"
                     f"c.data.data_dir = {os.path.join(tmp, 'tfds')!r};"
                     "builder.prepare(c.data, quiet=True)"], cwd=ROOT, check=True,
                    capture_output=True)

@@ -46,7 +46,6 @@ try:
 except ImportError:
   sys.exit("bench_vs_torch needs torch: pip install -e '.[torch]'")
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from jaxposter import runtime  # pylint: disable=wrong-import-position  (imports no jax)
 import torch_twins  # pylint: disable=wrong-import-position  (imports no jax)
 

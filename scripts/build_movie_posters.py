@@ -14,11 +14,12 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from jaxposter import config_files
+from jaxposter.data import movie_posters
+from jaxposter.data import movie_report
 
-from configs import default  # pylint: disable=wrong-import-position
-from jaxposter.data import movie_posters  # pylint: disable=wrong-import-position
-from jaxposter.data import movie_report  # pylint: disable=wrong-import-position
+DEFAULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                        "default.py")
 
 
 def main(argv=None) -> int:
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
                       help="any other config.data field, as a Python literal")
   args = parser.parse_args(argv)
 
-  data = default.get_config().data
+  data = config_files.load(DEFAULTS).data
   data.manual_dir = args.manual_dir
   data.download = args.download
   if args.top_k is not None:

@@ -15,7 +15,6 @@ import argparse
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -28,7 +27,6 @@ def dump_torch(out_dir: str, names) -> None:
   """Torch side: writes <out_dir>/<name>.npz with sd/*, input (NHWC), logits."""
   import torch  # pylint: disable=import-outside-toplevel
   import torchvision  # pylint: disable=import-outside-toplevel
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from make_torch_fixtures import randomize  # pylint: disable=import-outside-toplevel
 
   gen = torch.Generator().manual_seed(0)
@@ -51,7 +49,6 @@ def check_jax(in_dir: str, names) -> None:
   """JAX side: converts each dump and prints the max abs logit difference."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
   from jaxposter import models  # pylint: disable=import-outside-toplevel
   from jaxposter.models import torchvision as tv  # pylint: disable=import-outside-toplevel
 

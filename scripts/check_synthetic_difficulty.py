@@ -12,14 +12,11 @@ Target: the CNN clearly beats the baselines (mAP 0.6+, OF1 +0.1) without being n
 
 import argparse
 import itertools
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from jaxposter.data import synthetic  # noqa: E402
+from jaxposter.data import synthetic
 
 
 def average_precision(y, s):

@@ -19,8 +19,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from jaxposter import report  # pylint: disable=wrong-import-position
+from jaxposter import report
 
 # The paper's table (OP, OR, OF1); its learning rate / epochs per row are not stated.
 PAPER = {"resnet18": (0.6605, 0.4844, 0.5577), "resnet50": (0.5760, 0.5760, 0.4796),
