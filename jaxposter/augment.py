@@ -2,8 +2,12 @@
 
 Pure functions of (key, images, labels) on normalised float batches, run inside the
 compiled train step: no host work, and under `jit` over a mesh each device augments its
-own shard. Geometric augmentation (random resized crops, flips) happens in the input
-pipeline, where it is a cheap by-product of resizing (`jaxposter.data.pipeline`).
+own shard. Draws do not depend on how the batch is split over devices: per-example ones are
+keyed by the example's global position (`global_batch.example_keys`), per-batch ones (the
+mixing weight, the box) come from the key itself, and mixing pairs examples across the
+global batch; `axis_name` names the pmap axis when there is one. Geometric augmentation
+(random resized crops, flips) happens in the input pipeline, where it is a cheap by-product
+of resizing (`jaxposter.data.pipeline`).
 """
 
 import jax
@@ -11,38 +15,42 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxposter import global_batch
+
 _LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)  # numpy: importing must not start a backend
 
 
-def _factors(key: jax.Array, n: int, strength: float) -> jax.Array:
-  """Per-example factors uniform in [1 - strength, 1 + strength], shaped [n, 1, 1, 1]."""
-  return jax.random.uniform(key, (n, 1, 1, 1), minval=1 - strength, maxval=1 + strength)
+def _factors(keys: jax.Array, strength: float) -> jax.Array:
+  """One factor per key, uniform in [1 - strength, 1 + strength], shaped [n, 1, 1, 1]."""
+  draw = lambda k: jax.random.uniform(k, (1, 1, 1), minval=1 - strength, maxval=1 + strength)
+  return jax.vmap(draw)(keys)
 
 
 def color_jitter(key: jax.Array, x: jax.Array, brightness: float = 0.0, contrast: float = 0.0,
-                 saturation: float = 0.0) -> jax.Array:
+                 saturation: float = 0.0, axis_name: str | None = None) -> jax.Array:
   """torchvision-style jitter with per-example factors, in the order brightness, contrast,
-  saturation. `x` is [N, H, W, 3] in any affine normalisation: brightness scales the
-  values, contrast blends with each image's mean grey level, saturation with its grey image.
-  Strength 0 leaves a transform out."""
-  kb, kc, ks = jax.random.split(key, 3)
-  n = x.shape[0]
+  saturation, each example's drawn from fold_in(key, its global position). `x` is
+  [N, H, W, 3] in any affine normalisation: brightness scales the values, contrast blends
+  with each image's mean grey level, saturation with its grey image. Strength 0 leaves a
+  transform out."""
+  keys = global_batch.example_keys(key, x.shape[0], axis_name)
+  kb, kc, ks = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 3))(keys), 1, 0)
   if brightness:
-    x = x * _factors(kb, n, brightness)
+    x = x * _factors(kb, brightness)
   if contrast:
     grey = (x @ _LUMA).mean(axis=(1, 2))[:, None, None, None]
-    x = grey + _factors(kc, n, contrast) * (x - grey)
+    x = grey + _factors(kc, contrast) * (x - grey)
   if saturation:
     grey = (x @ _LUMA)[..., None]
-    x = grey + _factors(ks, n, saturation) * (x - grey)
+    x = grey + _factors(ks, saturation) * (x - grey)
   return x
 
 
 def mix(key: jax.Array, images: jax.Array, labels: jax.Array, mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0, switch_prob: float = 0.5):
-  """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) of each example with the batch
-  reversed, one mixing weight per batch as in timm. With both alphas set, each batch takes
-  CutMix with probability `switch_prob`. Labels become the same mix as the pixels:
+        cutmix_alpha: float = 0.0, switch_prob: float = 0.5, axis_name: str | None = None):
+  """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) of each example with the global
+  batch reversed, one mixing weight per batch as in timm. With both alphas set, each batch
+  takes CutMix with probability `switch_prob`. Labels become the same mix as the pixels:
   lam * y + (1 - lam) * y_reversed, with lam the share of pixels from the example itself
   (for CutMix: after clipping the box to the image). Returns (images, labels as float32).
   """
@@ -50,7 +58,7 @@ def mix(key: jax.Array, images: jax.Array, labels: jax.Array, mixup_alpha: float
   if not (mixup_alpha or cutmix_alpha):
     return images, y
   k_lam, k_switch, k_box = jax.random.split(key, 3)
-  other_x, other_y = images[::-1], y[::-1]
+  other_x, other_y = (global_batch.reverse(v, axis_name) for v in (images, y))
   n, h, w, _ = images.shape
 
   def mixup(alpha):

@@ -158,23 +158,24 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization:
                ema_decay: float = 0.0, axis_name: str | None = None):
   """One optimizer step on a batch. Returns the new state and summed metrics of the batch.
 
-  Dropout draws from fold_in(key, step) (and, under pmap, the device's index): the same
-  step gets the same mask after any resume, and under `jit` on any device count; the
-  on-device augmentation (`augment_options`, see `jaxposter.augment`) from a key split
-  off it. With `axis_name` (pmap) gradients are averaged and metrics summed over the
-  devices (and mixup pairs examples within a device). Train metrics count a genre as
-  present where its (mixed) label is >= 0.5.
+  Every random draw comes from fold_in(key, step), so the same step draws the same after any
+  resume: dropout (the 'dropout' RNG) and the on-device augmentation (`augment_options`, see
+  `jaxposter.augment`, from a key split off it). Draws that differ between examples are
+  keyed by the example's position in the global batch (`global_batch.example_keys`), and
+  mixup pairs examples across the global batch, so a step computes the same under `jit` on
+  any device count and under `pmap`. With `axis_name` (pmap) gradients are averaged and
+  metrics summed over the devices. Train metrics count a genre as present where its (mixed)
+  label is >= 0.5.
   """
   key = jax.random.fold_in(key, state.step)
-  if axis_name:
-    key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
   if augment_options:
     k_jitter, k_mix = jax.random.split(jax.random.fold_in(key, 1))
     o = augment_options
     x = augment.color_jitter(k_jitter, batch["image"].astype(jnp.float32) / 255.0,
-                             o["brightness"], o["contrast"], o["saturation"])
+                             o["brightness"], o["contrast"], o["saturation"], axis_name)
     images, labels = augment.mix(k_mix, standardize(x, normalization), batch["label"],
-                                 o["mixup_alpha"], o["cutmix_alpha"], o["cutmix_prob"])
+                                 o["mixup_alpha"], o["cutmix_alpha"], o["cutmix_prob"],
+                                 axis_name)
   else:
     images, labels = normalize(batch["image"], normalization), batch["label"]
 

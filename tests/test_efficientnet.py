@@ -155,6 +155,23 @@ def test_drop_connect_is_random_per_example_in_training(fixture):
   np.testing.assert_array_equal(a, run(jax.random.key(0)))
 
 
+def test_drop_connect_does_not_depend_on_the_split(fixture):
+  """Drop-connect and head dropout draw each example's mask by its global batch position:
+  4 posters in one program equal two devices' 2 each (pmap's axis, as a vmap axis)."""
+  x = jnp.asarray(fixture["input"])
+  x = jnp.concatenate([x, x[:1, :, ::-1]])
+  outputs = []
+  for axis, batch in ((None, x), ("devices", x.reshape(2, 2, *x.shape[1:]))):
+    model = fixture_model(fixture, dropout_rate=0.5, drop_connect_rate=0.5, bn_axis_name=axis)
+    params, stats = tv.convert_state_dict(state_dict(fixture), model, zeros(model, 57, 41),
+                                          keep_head=True)
+    run = lambda x: model.apply({"params": params, "batch_stats": stats}, x, train=True,
+                                mutable=["batch_stats"], rngs={"dropout": jax.random.key(3)})[0]
+    outputs.append(jax.jit(run if axis is None else jax.vmap(run, axis_name=axis))(batch))
+  np.testing.assert_allclose(outputs[1].reshape(outputs[0].shape), outputs[0], rtol=1e-5,
+                             atol=1e-5)
+
+
 def _reference():
   """The reference implementation and the real Lite0 wheel, or a skip naming the extra."""
   try:

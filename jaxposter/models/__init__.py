@@ -2,12 +2,14 @@
 
 Every model is a Flax Linen module called as ``model.apply(variables, x, train=bool)``
 on NHWC float images and returning float32 logits of shape ``[batch, num_classes]``
-(probabilities are ``sigmoid(logits)``). Dropout draws from the ``'dropout'`` RNG;
-BatchNorm statistics live in the ``'batch_stats'`` collection. Every model takes the options
-``dtype`` (compute), ``bn_axis_name`` (pmap: BatchNorm over that axis) and ``frozen_bn``
-(a frozen backbone: running statistics in training too, no gradient below the head), and
-computes its final spatial feature map in a ``feature_map(x, train)`` method called from
-``__call__`` (what ``saliency.grad_cam`` explains).
+(probabilities are ``sigmoid(logits)``). Dropout draws from the ``'dropout'`` RNG, each
+example's mask from its own key (``layers.Dropout``); BatchNorm statistics live in the
+``'batch_stats'`` collection. Every model takes the options ``dtype`` (compute),
+``bn_axis_name`` (pmap: BatchNorm statistics over that axis, and dropout keyed by each
+example's position in the global batch) and ``frozen_bn`` (a frozen backbone: running
+statistics in training too, no gradient below the head), and computes its final spatial
+feature map in a ``feature_map(x, train)`` method called from ``__call__`` (what
+``saliency.grad_cam`` explains).
 
 The models are platform-free: their platform ops (``OPS``: the ``conv`` module, ``max_pool``)
 are fields, flax's ``nn.Conv`` and ``nn.max_pool`` unless the assembly hands in others

@@ -45,7 +45,7 @@ class CustomCNN(nn.Module):
   batch_norm: bool = False
   convs_per_stage: int | Sequence[int] = 1
   global_pool: str = "avg"  # with hidden=0: "avg", or "avgmax" (average and maximum, concatenated)
-  bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
+  bn_axis_name: Any = None  # pmap: BatchNorm statistics and dropout keys over the global batch
   frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
   conv: layers.ModuleDef = nn.Conv  # platform ops (jaxposter/experiment.py hands them in)
@@ -57,7 +57,7 @@ class CustomCNN(nn.Module):
     if self.hidden:
       x = adaptive_avg_pool(x, (self.pool_size, self.pool_size))
       x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc0")(x.reshape(x.shape[0], -1)))
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = layers.Dropout(self.dropout_rate, deterministic=not train, axis_name=self.bn_axis_name)(x)
       x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
     elif self.global_pool == "avgmax":
       x = jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))], axis=-1)
@@ -66,7 +66,7 @@ class CustomCNN(nn.Module):
     else:
       raise ValueError(f"global_pool must be 'avg' or 'avgmax', not {self.global_pool!r}")
     return layers.head(x, self.num_classes, self.dropout_rate, train, self.dtype,
-                       frozen=self.frozen_bn)
+                       frozen=self.frozen_bn, axis_name=self.bn_axis_name)
 
   def feature_map(self, x, train: bool):
     """The last conv stage's output: the map Grad-CAM explains (`saliency`)."""

@@ -106,7 +106,7 @@ class DenseNet(layers.PooledHead):
   num_classes: int = 1000
   dropout_rate: float = 0.0
   remat: bool = False
-  bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
+  bn_axis_name: Any = None  # pmap: BatchNorm statistics and dropout keys over the global batch
   frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
   conv: layers.ModuleDef = nn.Conv  # platform ops (jaxposter/experiment.py hands them in)

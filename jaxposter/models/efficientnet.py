@@ -16,7 +16,6 @@ import math
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jaxposter.models import layers
@@ -64,6 +63,7 @@ class MBConv(layers.Unit):
   out_features: int
   drop_connect: float = 0.0
   deterministic: bool = True
+  axis_name: Any = None  # the model's pmap axis: drop-connect keyed by global batch position
 
   @nn.compact
   def __call__(self, x):
@@ -77,10 +77,8 @@ class MBConv(layers.Unit):
     y = self.norm(name="bn2")(self.conv(self.out_features, (1, 1), name="project_conv")(y))
     if self.strides != 1 or x.shape[-1] != self.out_features:
       return y
-    if self.drop_connect and not self.deterministic:  # stochastic depth, per example
-      keep = 1.0 - self.drop_connect
-      mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (y.shape[0], 1, 1, 1))
-      y = jnp.where(mask, y / keep, jnp.zeros_like(y))
+    y = layers.Dropout(self.drop_connect, broadcast_dims=(1, 2, 3),  # stochastic depth
+                       deterministic=self.deterministic, axis_name=self.axis_name)(y)
     return y + x
 
 
@@ -95,7 +93,7 @@ class EfficientNetLite(layers.PooledHead):
   num_classes: int = 1000
   dropout_rate: float = 0.2
   drop_connect_rate: float = 0.2
-  bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
+  bn_axis_name: Any = None  # pmap: BatchNorm statistics and dropout keys over the global batch
   frozen_bn: bool = False  # a frozen backbone: running statistics, no drop-connect
   dtype: Any = jnp.float32
   conv: layers.ModuleDef = nn.Conv  # the platform's (jaxposter/experiment.py hands it in)
@@ -112,7 +110,8 @@ class EfficientNetLite(layers.PooledHead):
     for i, (k, s, e, _, cout) in enumerate(specs):
       x = MBConv(conv, norm, kernel=k, strides=s, expand_ratio=e, out_features=cout,
                  drop_connect=self.drop_connect_rate * i / len(specs),
-                 deterministic=not train or self.frozen_bn, name=f"blocks_{i}")(x)
+                 deterministic=not train or self.frozen_bn, axis_name=self.bn_axis_name,
+                 name=f"blocks_{i}")(x)
     return nn.relu6(norm(name="bn1")(conv(HEAD, (1, 1), name="conv_head")(x)))
 
 

@@ -87,7 +87,7 @@ class ResNet(layers.PooledHead):
   width_per_group: int = 64
   zero_init_residual: bool = False
   dropout_rate: float = 0.0
-  bn_axis_name: Any = None  # pmap: BatchNorm statistics over this axis (the global batch)
+  bn_axis_name: Any = None  # pmap: BatchNorm statistics and dropout keys over the global batch
   frozen_bn: bool = False  # fine-tuning a frozen backbone: BatchNorm uses running statistics
   dtype: Any = jnp.float32
   conv: layers.ModuleDef = nn.Conv  # platform ops (jaxposter/experiment.py hands them in)
