@@ -9,22 +9,44 @@ writes two files into the --output folder:
                     for CPU, CUDA and TPU, each with its own ops (`lax.platform_dependent`:
                     the CPU routes in the CPU's program only). Normalisation and flip
                     test-time augmentation (when the run used it) happen inside.
-  model.json        genres, decision thresholds (tuned on validation), the input size and
-                    how to get there (resize to `resize_hw`, bilinear, then crop the centre
-                    `input_hw`).
+  model.json        genres, decision thresholds (tuned on validation), and the path from a
+                    poster file to the input training's posters took (`poster_input`): shrink
+                    to `store_hw` when larger and store as JPEG at `store_quality` (an RGB
+                    JPEG no larger is kept as it is), resize to `resize_hw`, crop the centre
+                    `input_hw`; every resize bilinear.
 
 Serving needs only jax (any later version: the format is stable), flatbuffers (which
-`jax.export.deserialize` reads the file with, not a dependency of jax's own), numpy and Pillow:
+`jax.export.deserialize` reads the file with, not a dependency of jax's own), numpy and Pillow.
+This loader gives `--mode predict`'s probabilities (to 1e-5, tests/test_predict_reports.py);
+jaxposter scales 16-bit and float greyscale files to 8 bits, which Pillow's convert clips:
 
-  import json, jax, numpy as np
-  from PIL import Image
+  import io, json, jax, numpy as np
+  from PIL import Image, ImageOps
   meta = json.load(open("served/model.json"))
   predict = jax.export.deserialize(open("served/model.jaxexport", "rb").read())
-  (rh, rw), (h, w) = meta["resize_hw"], meta["input_hw"]
-  x = np.asarray(Image.open("poster.jpg").convert("RGB").resize((rw, rh), Image.BILINEAR))
-  top, left = (rh - h) // 2, (rw - w) // 2
-  probs = np.asarray(predict.call(x[None, top:top + h, left:left + w]))[0]
-  genres = [g for g, p in zip(meta["genres"], probs) if p >= meta["thresholds"]["global"]]
+
+  def model_input(path):  # uint8 [height, width, 3]
+    raw = Image.open(path)
+    rotated = raw.getexif().get(0x0112, 1) in range(2, 9)  # EXIF orientation
+    img = ImageOps.exif_transpose(raw) if rotated else raw
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+      img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA"))
+    img = img.convert("RGB")
+    (rh, rw), (h, w) = meta["resize_hw"], meta["input_hw"]
+    sh, sw = meta["store_hw"] or (img.height, img.width)
+    larger = img.height > sh or img.width > sw
+    if larger or rotated or raw.format != "JPEG" or raw.mode != "RGB":  # stored as a build does
+      jpeg = io.BytesIO()
+      (img.resize((sw, sh), Image.BILINEAR) if larger else img).save(
+          jpeg, "JPEG", quality=meta["store_quality"], subsampling=0)
+      img = Image.open(jpeg).convert("RGB")
+    x = np.asarray(img.resize((rw, rh), Image.BILINEAR) if img.size != (rw, rh) else img)
+    top, left = (rh - h) // 2, (rw - w) // 2
+    return x[top:top + h, left:left + w]
+
+  probs = np.asarray(predict.call(np.stack([model_input(p) for p in ["poster.jpg"]])))
+  genres = [[g for g, p in zip(meta["genres"], row) if p >= meta["thresholds"]["global"]]
+            for row in probs]
 """
 
 import functools
@@ -37,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxposter import train
+from jaxposter.data.poster_input import PosterInput
 
 MODEL_FILE, META_FILE = "model.jaxexport", "model.json"
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -82,7 +105,7 @@ def lower(exp, state, platforms=PLATFORMS) -> jax.export.Exported:
 
 def export(member, out_dir: str) -> dict:
   """Writes `MODEL_FILE` and `META_FILE` for a restored checkpoint (`restore.Member`)."""
-  exp, g = member.exp, member.exp.geom
+  exp = member.exp
   exported = lower(exp, member.state)
   tuned = member.meta.get("thresholds") or {}
   meta = {
@@ -90,7 +113,7 @@ def export(member, out_dir: str) -> dict:
       "thresholds": {"fixed": 0.5, "global": float(tuned.get("global", 0.5)),
                      "per_genre": np.broadcast_to(tuned.get("per_genre", 0.5),
                                                   (len(exp.genres),)).tolist()},
-      "input_hw": [g.height, g.width], "resize_hw": list(g.resized), "resize": "bilinear",
+      **PosterInput.of(exp.config.data).describe(),
       "input": "uint8 RGB [batch, height, width, 3]; normalisation is inside the function",
       "normalization": exp.config.data.normalization,
       "tta_flip": bool(exp.config.get("tta_flip", False)),

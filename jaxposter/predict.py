@@ -1,7 +1,10 @@
 """Genres for new posters, from one workdir's best checkpoint or an ensemble of several.
 
 Scored by eval's rule (`evaluate.ensemble_outputs`, `evaluate.ensemble_thresholds`): the
-members' mean probability, thresholds tuned on the ensemble's own validation probabilities.
+members' mean probability, thresholds tuned on the ensemble's own validation probabilities,
+each poster taking the path training's posters took (`poster_input`), so predict answers
+what `--mode eval --csv` scores. Every input is in the output, in order: a poster with its
+genres and full-precision probabilities, a file that is no usable image with the reason.
 """
 
 import csv
@@ -14,6 +17,7 @@ from PIL import Image
 
 from jaxposter import evaluate, report, thresholds
 from jaxposter.data import images
+from jaxposter.data.poster_input import PosterInput
 
 
 def collect(inputs: list[str]) -> list[str]:
@@ -35,28 +39,29 @@ def collect(inputs: list[str]) -> list[str]:
   return paths
 
 
-def load_posters(paths: list[str], num_genres: int, max_pixels: int = images.MAX_PIXELS
+def load_posters(paths: list[str], num_genres: int, stored: PosterInput
                  ) -> tuple[list[dict], list[str], dict]:
-  """Readable posters as records for the eval pipeline; the unreadable ones, with reasons."""
+  """Readable posters as records for the eval pipeline; the unreadable ones, with reasons
+  (`images.skip_reason` codes)."""
   records, kept, skipped = [], [], {}
   for path in paths:
     try:
-      records.append(poster_record(path, num_genres, max_pixels))
+      records.append(poster_record(path, num_genres, stored))
       kept.append(path)
     except (OSError, images.BadImage) as e:
       skipped[path] = images.skip_reason(e)
   return records, kept, skipped
 
 
-def poster_record(source: images.Source, num_genres: int, max_pixels: int = images.MAX_PIXELS
-                  ) -> dict:
-  """A poster file or its bytes as a record for the eval pipeline (raises BadImage, OSError)."""
-  return {"image": images.poster_jpeg(source, max_pixels=max_pixels),
-          "label": np.zeros(num_genres, np.uint8)}
+def poster_record(source: images.Source, num_genres: int, stored: PosterInput) -> dict:
+  """A poster file or its bytes as a record for the eval pipeline, stored as a build stores
+  it (raises BadImage, OSError)."""
+  return {"image": stored.jpeg(source), "label": np.zeros(num_genres, np.uint8)}
 
 
-def max_pixels_of(exp) -> int:
-  return exp.config.data.get("max_pixels", images.MAX_PIXELS)
+def poster_input_of(members) -> PosterInput:
+  """The path posters take to an ensemble: its first member's, as eval's (`poster_input`)."""
+  return PosterInput.of(members[0].exp.config.data)
 
 
 def ensemble_probs(members, source) -> np.ndarray:
@@ -84,10 +89,10 @@ def stream_probs(members, paths: list[str]) -> tuple[np.ndarray, list[str], dict
   """`ensemble_probs` of the readable posters among `paths`, loaded and scored `chunk_size`
   at a time (memory follows the chunk, not the number of inputs): the probabilities, the
   paths they belong to, and the unreadable paths with their reasons."""
-  num_genres, max_pixels = len(members[0].exp.genres), max_pixels_of(members[0].exp)
+  num_genres, stored = len(members[0].exp.genres), poster_input_of(members)
   chunk, records, kept, skipped, probs = chunk_size(members), [], [], {}, []
   for i, path in enumerate(paths):
-    loaded, ok, bad = load_posters([path], num_genres, max_pixels)
+    loaded, ok, bad = load_posters([path], num_genres, stored)
     records += loaded
     kept += ok
     skipped.update(bad)
@@ -99,20 +104,34 @@ def stream_probs(members, paths: list[str]) -> tuple[np.ndarray, list[str], dict
 
 
 def run(members, inputs: list[str], kind, output: str = "") -> list[dict]:
-  genres = members[0].exp.genres
-  probs, kept, skipped = stream_probs(members, collect(inputs))
-  for path, reason in skipped.items():
-    print(f"skipped {path}: {reason}", flush=True)
+  """One row per input, in order (`rows`), printed as a table and written to `output`."""
+  genres, paths = members[0].exp.genres, collect(inputs)
+  probs, kept, skipped = stream_probs(members, paths)
   if not kept:
     raise FileNotFoundError(f"none of the {len(skipped)} input files is a readable image")
   threshold = threshold_of(members, kind)
-  rows = [{"file": path, **answer(p, genres, threshold)} for path, p in zip(kept, probs)]
+  rows = rows_of(paths, probs, skipped, genres, threshold)
   if report.is_chief():
-    print(table(rows, genres, kind, threshold), flush=True)
+    for r in rows:
+      if r["skipped"]:
+        print(f"skipped {r['file']}: {r['skipped']}", flush=True)
+    print(table([r for r in rows if not r["skipped"]], genres, kind, threshold), flush=True)
+    print(f"{len(kept)} posters scored, {len(skipped)} skipped", flush=True)
     if output:
       write(rows, genres, output)
       print(f"wrote {output}", flush=True)
   return rows
+
+
+def rows_of(paths: list[str], probs: np.ndarray, skipped: dict, genres: list[str],
+            threshold) -> list[dict]:
+  """Every path's row: its `answer` (probs holds the readable paths' rows, in order), or no
+  genres and why it was skipped, in words (`images.readable`)."""
+  scored = iter(probs)
+  return [{"file": path, "genres": [], "probabilities": {},
+           "skipped": images.readable(skipped[path])} if path in skipped else
+          {"file": path, **answer(next(scored), genres, threshold), "skipped": None}
+          for path in paths]
 
 
 def answer(probs: np.ndarray, genres: list[str], threshold) -> dict:
@@ -122,7 +141,8 @@ def answer(probs: np.ndarray, genres: list[str], threshold) -> dict:
 
 
 def by_genre(values, genres: list[str]) -> dict:
-  return {g: round(float(v), 4) for g, v in zip(genres, values)}
+  """Full precision (float32's value exactly): rounding is for the printed table only."""
+  return {g: float(v) for g, v in zip(genres, values)}
 
 
 def table(rows: list[dict], genres: list[str], kind, threshold) -> str:
@@ -144,9 +164,10 @@ def write(rows: list[dict], genres: list[str], path: str) -> None:
   if path.endswith(".csv"):
     with open(path, "w", newline="") as f:
       w = csv.writer(f)
-      w.writerow(["file", "predicted", *genres])
+      w.writerow(["file", "predicted", *genres, "skipped"])
       for r in rows:
-        w.writerow([r["file"], "|".join(r["genres"]), *(r["probabilities"][g] for g in genres)])
+        w.writerow([r["file"], "|".join(r["genres"]),
+                    *(r["probabilities"].get(g, "") for g in genres), r["skipped"] or ""])
   else:
     with open(path, "w") as f:
       json.dump(rows, f, indent=2)
@@ -156,10 +177,10 @@ def saliency_maps(member, rows: list[dict], genre: str, out_dir: str) -> None:
   """Grad-CAM overlays of `genre` over each poster: <out_dir>/<name>.<genre>.png."""
   from jaxposter import saliency
   exp = member.exp  # `genre` is one of exp.genres: the caller checks, before predicting
-  variables = saliency_variables(member)
+  variables, stored = saliency_variables(member), poster_input_of([member])
   os.makedirs(out_dir, exist_ok=True)
-  for r in rows:
-    jpeg = images.poster_jpeg(r["file"], max_pixels=max_pixels_of(exp))
+  for r in (r for r in rows if not r["skipped"]):
+    jpeg = stored.jpeg(r["file"])
     name = os.path.splitext(os.path.basename(r["file"]))[0]
     path = os.path.join(out_dir, f"{name}.{genre}.png")
     saliency.save_png(path, saliency_overlay(exp, variables, jpeg, genre))

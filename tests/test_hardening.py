@@ -307,7 +307,8 @@ def test_predict_streams_its_inputs_with_the_same_output(one_epoch, tmp_path, mo
   members = restore.restore_all([one_epoch], None, None, with_data=False)
   folder = _posters(tmp_path / "in", 37)
   (tmp_path / "in" / "p05.png").write_bytes(b"<html>not a poster</html>")
-  records, kept, _ = predict.load_posters(predict.collect([folder]), 8)
+  records, kept, _ = predict.load_posters(predict.collect([folder]), 8,
+                                         predict.poster_input_of(members))
   at_once = predict.ensemble_probs(members, records)
   sizes = []
   score = predict.ensemble_probs
@@ -316,7 +317,8 @@ def test_predict_streams_its_inputs_with_the_same_output(one_epoch, tmp_path, mo
   monkeypatch.setattr(predict, "STREAM_MIN", 1)  # one eval batch (16) at a time
   rows = predict.run(members, [folder], "fixed")
   assert sizes == [16, 16, 4]
-  assert [r["file"] for r in rows] == kept
+  scored = [r for r in rows if not r["skipped"]]
+  assert [r["file"] for r in scored] == kept and len(rows) == len(kept) + 1
   expected = [predict.answer(p, members[0].exp.genres, 0.5) for p in at_once]
-  assert [{k: r[k] for k in expected[0]} for r in rows] == expected
+  assert [{k: r[k] for k in expected[0]} for r in scored] == expected
   assert "skipped " + os.path.join(folder, "p05.png") in capsys.readouterr().out

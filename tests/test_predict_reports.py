@@ -1,17 +1,19 @@
 """From a checkpoint to answers: eval reports, predict on a messy folder, ensembles."""
 
 import collections
+import csv
 import glob
 import json
 import os
 import re
+import textwrap
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from jaxposter.data import synthetic
-from tests.conftest import run_cli, tiny_overrides
+from tests.conftest import ROOT, run_cli, tiny_overrides
 
 
 def test_eval_writes_reports_that_agree_with_metrics_json(two_runs):
@@ -60,13 +62,21 @@ def test_predict_on_a_folder_mixing_good_and_corrupt_images(two_runs, tmp_path):
   out = str(tmp_path / "out" / "predictions.csv")
   proc = run_cli(["--workdir", two_runs[0], "--mode", "predict", "--inputs", folder,
                   "--output", out, "--saliency", "Drama"])
+  why = {"e.jpg": "this is an HTML page, not an image (a saved error page?)",
+         "f.jpg": "the file is empty",
+         "g.jpg": "the image is cut short (an incomplete download?)"}
   for name, ok in good.items():
-    assert (f"skipped {os.path.join(folder, name)}" in proc.stdout) == (not ok), name
+    assert (f"skipped {os.path.join(folder, name)}: {why.get(name)}" in proc.stdout) == \
+        (not ok), name
+  assert "bad_image" not in proc.stdout and "4 posters scored, 3 skipped" in proc.stdout
   with open(out) as f:
-    lines = f.read().strip().splitlines()
-  assert lines[0].startswith("file,predicted,Drama,Comedy")
-  assert sorted(os.path.basename(l.split(",")[0]) for l in lines[1:]) == \
-      sorted(n for n, ok in good.items() if ok)
+    rows = list(csv.reader(f))
+  assert rows[0][:4] == ["file", "predicted", "Drama", "Comedy"] and rows[0][-1] == "skipped"
+  assert [os.path.basename(r[0]) for r in rows[1:]] == sorted(good)  # every input, in order
+  for r in rows[1:]:
+    name = os.path.basename(r[0])
+    assert r[-1] == why.get(name, ""), r
+    assert all(r[2:-1]) == good[name], r  # probabilities for the posters only
   assert os.path.exists(str(tmp_path / "out" / "a.Drama.png"))
   # JSON output and the threshold choice
   out_json = str(tmp_path / "p.json")
@@ -101,52 +111,38 @@ def test_ensemble_scores_at_least_the_weaker_member(two_runs):
   assert np.isfinite(ensemble["loss"])
 
 
-def test_eval_and_predict_of_an_ensemble_agree(two_runs, tmp_path):
-  """One rule for both: predict answers an ensemble's posters with eval's probabilities and
-  eval's thresholds (tuned on the ensemble's validation probabilities), whether it tunes
-  them itself (copies of the workdirs: nothing cached, no data set prepared up front) or
-  finds them kept by eval."""
+def test_predict_of_an_ensemble_takes_eval_s_thresholds(two_runs, tmp_path):
+  """One rule for both: predict answers an ensemble's posters at eval's thresholds (tuned on
+  the ensemble's validation probabilities), whether it tunes them itself (copies of the
+  workdirs: nothing cached, no data set prepared up front) or finds them kept by eval.
+  (That eval and predict give the same probabilities: tests/test_one_poster_path.py.)"""
   import shutil
   from jaxposter import evaluate, main, predict, restore
   result = main.evaluate_checkpoint(None, two_runs)
   members = restore.restore_all(two_runs, None, None, with_data=True)
-  genres, test = members[0].exp.genres, members[0].exp.source("test")
-  probs, labels, losses = evaluate.ensemble_outputs(members, test)
-  assert evaluate.score(probs, labels, losses, genres)["mAP"] == result["mAP"]
-  records = [test[i] for i in range(len(test))]
   copies = [shutil.copytree(w, str(tmp_path / f"copy{i}")) for i, w in enumerate(two_runs)]
   fresh = restore.restore_all(copies, None, None, with_data=False)
   assert fresh[0].exp.data is None
   for kind in ("global", "per_genre"):
-    tuned = np.asarray(result["tuned"][kind]["threshold"])
     for ensemble in (fresh, members):
-      threshold = predict.threshold_of(ensemble, kind)
-      rows = [predict.answer(p, genres, threshold)
-              for p in predict.ensemble_probs(ensemble, records)]
-      np.testing.assert_array_equal(threshold, tuned)
-      assert [list(r["probabilities"].values()) for r in rows] == \
-          [[round(float(p), 4) for p in row] for row in probs]
-      assert [r["genres"] for r in rows] == \
-          [[g for g, p, t in zip(genres, row, np.broadcast_to(tuned, row.shape)) if p >= t]
-           for row in probs]
+      np.testing.assert_array_equal(predict.threshold_of(ensemble, kind),
+                                    result["tuned"][kind]["threshold"])
   assert os.path.exists(os.path.join(copies[0], evaluate.ENSEMBLES_FILE))
 
 
-LOADER = """
-import json, sys
-import jax, numpy as np
-from PIL import Image
-out, paths = sys.argv[1], sys.argv[2:]
-meta = json.load(open(out + "/model.json"))
-predict = jax.export.deserialize(open(out + "/model.jaxexport", "rb").read())
-(rh, rw), (h, w) = meta["resize_hw"], meta["input_hw"]
-top, left = (rh - h) // 2, (rw - w) // 2
-x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((rw, rh), Image.BILINEAR))
-              [top:top + h, left:left + w] for p in paths])
-probs = np.asarray(predict.call(x))
-modules = sorted({m.split(".")[0] for m in sys.modules})
-print(json.dumps({"probs": probs.tolist(), "genres": meta["genres"], "modules": modules}))
-"""
+def _documented_loader() -> str:
+  """The loader jaxposter/export.py's docstring shows, verbatim, scoring the files named on
+  its command line; it prints the probabilities, the genres and the modules it imported."""
+  from jaxposter import export
+  doc = export.__doc__
+  code = textwrap.dedent(doc[doc.index("  import io, json"):])
+  assert code.count('["poster.jpg"]') == 1
+  with open(os.path.join(ROOT, "docs", "serving.md")) as f:
+    assert code.replace('"served/', '"served/demo/') in f.read()  # the docs show the same
+  return "import sys\n" + code.replace('["poster.jpg"]', "sys.argv[1:]") + (
+      "modules = sorted({m.split('.')[0] for m in sys.modules})\n"
+      "print(json.dumps({'probs': probs.tolist(), 'genres': meta['genres'], "
+      "'modules': modules}))\n")
 
 
 def _requirements_but_the_loaders() -> set[str]:
@@ -170,9 +166,11 @@ def ema_tta_run(tiny_data_dir, tmp_path_factory) -> str:
 
 
 def test_export_serves_predicts_probabilities_without_jaxposter(ema_tta_run, tmp_path):
-  """--mode export (default settings) of a run with a weight EMA and flip TTA, loaded in a
-  fresh process that imports jax, numpy, Pillow and flatbuffers but nothing else of
-  jaxposter's requirements, gives --mode predict's probabilities for batches of 1 and 7."""
+  """--mode export (default settings) of a run with a weight EMA and flip TTA, loaded by the
+  loader its documentation shows in a fresh process that imports jax, numpy, Pillow and
+  flatbuffers but nothing else of jaxposter's requirements, gives --mode predict's
+  probabilities for batches of 1 and 7 posters: larger and smaller than the store size,
+  JPEG and PNG, greyscale, transparent and EXIF-rotated."""
   import subprocess
   import sys
   from jaxposter import predict, restore
@@ -181,18 +179,26 @@ def test_export_serves_predicts_probabilities_without_jaxposter(ema_tta_run, tmp
   with open(os.path.join(out, "model.json")) as f:
     assert json.load(f)["tta_flip"] is True
   paths = []
-  for i in range(7):
-    image, _ = synthetic.make_example(11, i, 70, 45)  # not the model's input size: resized
-    paths.append(str(tmp_path / f"p{i}.jpg"))
-    Image.fromarray(image).save(paths[-1])
+  for i, (fmt, mode, (h, w)) in enumerate([
+      ("JPEG", "RGB", (70, 45)), ("PNG", "RGB", (70, 45)), ("JPEG", "RGB", (30, 20)),
+      ("PNG", "RGBA", (30, 20)), ("JPEG", "L", (50, 40)), ("PNG", "P", (36, 24)),
+      ("JPEG", "RGB", (45, 70))]):
+    image, _ = synthetic.make_example(11, i, h, w)  # the store size, 32x24: shrunk or not
+    paths.append(str(tmp_path / f"p{i}.{fmt.lower()}"))
+    exif = Image.Exif()
+    if i == 6:
+      exif[0x0112] = 6  # rotated: stored upright
+    Image.fromarray(image).convert(mode).save(paths[-1], format=fmt, exif=exif)
   member = restore.restore(workdir, with_data=False)
   assert member.state.ema_params is not None and member.exp.config.tta_flip
-  records, kept, _ = predict.load_posters(paths, len(member.exp.genres))
+  records, kept, _ = predict.load_posters(paths, len(member.exp.genres),
+                                          predict.poster_input_of([member]))
+  assert kept == paths
   expected = predict.ensemble_probs([member], records)
-  not_needed = _requirements_but_the_loaders()
+  not_needed, loader = _requirements_but_the_loaders(), _documented_loader()
   assert {"flax", "optax", "orbax", "grain"} <= not_needed
   for batch in (paths[:1], paths):
-    proc = subprocess.run([sys.executable, "-c", LOADER, out, *batch], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", loader, *batch], capture_output=True,
                           text=True, check=True, cwd=str(tmp_path),
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
     served = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -58,6 +58,29 @@ def skip_reason(error: Exception) -> str:
   return "unreadable"
 
 
+_READABLE = {  # BadImage reasons and skip_reason codes, as a person reads them
+    "empty": "the file is empty",
+    "html": "this is an HTML page, not an image (a saved error page?)",
+    "not_an_image": "this is not an image file (no format Pillow reads)",
+    "truncated": "the image is cut short (an incomplete download?)",
+    "corrupt": "the image file is damaged",
+    "too_large": "the file is over the size cap",
+    "too_many_pixels": "the image has too many pixels to decode",
+    "unreadable": "the image could not be read",
+    "no_poster_file": "no such file (a broken link?)",
+    "symlink_loop": "a link that leads back to itself",
+}
+
+
+def readable(reason: str) -> str:
+  """A reason (`BadImage.reason` or a `skip_reason` code) in words, for predict's output and
+  serve's refusals."""
+  reason = reason.removeprefix("bad_image_")
+  if reason.startswith("not_a_file_"):
+    return f"this is a {reason.removeprefix('not_a_file_')}, not a regular file"
+  return _READABLE.get(reason, reason.replace("_", " "))
+
+
 def _check_regular(path: str | os.PathLike, st: os.stat_result) -> None:
   for is_kind, kind in _KINDS:
     if is_kind(st.st_mode):

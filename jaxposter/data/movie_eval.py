@@ -1,8 +1,9 @@
 """Any CSV + poster folder as test examples over a trained model's vocabulary (`--mode eval`).
 
 Read and cleaned as `movie_posters` builds do (the same fields, layout detection, genre
-spelling rule, the vocabulary's spelling first, and poster store size), but nothing is
-sampled or split and nothing is written: the examples are made on the fly.
+spelling rule, the vocabulary's spelling first), each poster stored as a build stores it
+(`poster_input`, the path predict and serve take too), but nothing is sampled or split and
+nothing is written: the examples are made on the fly.
 """
 
 import collections
@@ -15,6 +16,7 @@ from jaxposter.data import images
 from jaxposter.data import movie_config
 from jaxposter.data import movie_genre
 from jaxposter.data import movie_posters
+from jaxposter.data import poster_input
 from jaxposter.data import posters
 from jaxposter.data import schema
 
@@ -44,13 +46,12 @@ def eval_rows(csv: str, poster_dir: str, vocabulary: list[str],
             "unknown_genres": dict(unknown.most_common()), "vocabulary": list(vocabulary),
             "genre_spellings_merged": merges,
             "examples": 0}
-  size = movie_config.store_size(movie_config.MoviePostersConfig(name="eval", **f))
+  stored = poster_input.PosterInput.of(data_config)
 
   def load(row):
     path = posters.poster_path(poster_dir, row.id, f["file_pattern"])
     try:
-      return row, images.poster_jpeg(path, size, movie_posters.STORE_QUALITY,
-                                     f["max_pixels"]), None
+      return row, stored.jpeg(path), None
     except (OSError, images.BadImage) as e:
       return row, None, images.skip_reason(e)
 

@@ -32,15 +32,6 @@ from jaxposter.serve.model import Model
 
 MAX_UPLOAD = 20 << 20  # bytes; a Kaggle poster is about 30 KB
 RETRY_AFTER = 1  # seconds, in a 503's Retry-After: a large decode takes about a second
-_WHY = {  # images.BadImage reasons, as a person reads them
-    "empty": "the file is empty",
-    "html": "this is an HTML page, not an image (a saved error page?)",
-    "not_an_image": "this is not an image file (no format Pillow reads)",
-    "truncated": "the image is cut short (an incomplete download?)",
-    "corrupt": "the image file is damaged",
-    "too_many_pixels": "the image has too many pixels to decode",
-    "unreadable": "Pillow could not read this image",
-}
 
 
 class Refused(Exception):
@@ -79,8 +70,9 @@ async def _run(fn, *args):
   except (images.BadImage, OSError) as e:  # OSError: what predict skips as "unreadable"
     reason = getattr(e, "reason", "unreadable")
     status = 413 if reason in ("too_large", "too_many_pixels") else 400
-    detail = f" ({getattr(e, 'detail', e)})" if reason in ("too_many_pixels", "unreadable") else ""
-    raise Refused(status, reason, _WHY.get(reason, str(e)) + detail) from None
+    with_detail = reason in ("too_large", "too_many_pixels", "unreadable")
+    detail = f" ({getattr(e, 'detail', e)})" if with_detail else ""
+    raise Refused(status, reason, images.readable(reason) + detail) from None
 
 
 async def _decoded(budget: DecodeBudget, max_pixels: int, fn, data: bytes, *args):

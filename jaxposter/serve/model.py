@@ -2,9 +2,9 @@
 request.
 
 A request takes predict's own path (predict.poster_record -> predict.ensemble_probs ->
-predict.answer, and predict.saliency_overlay for Grad-CAM), so the server answers what
-`--mode predict` answers. This module is the server's only user of restore's members and
-of predict.
+predict.answer, and predict.saliency_overlay for Grad-CAM), the poster stored as training's
+were (`poster_input`), so the server answers what `--mode predict` answers. This module is
+the server's only user of restore's members and of predict.
 """
 
 import dataclasses
@@ -41,7 +41,8 @@ class Model:
     self.genres = list(exp.genres)
     self.thresholds = np.broadcast_to(predict.threshold_of(self.members, kind),
                                       (len(self.genres),))
-    self.max_pixels = predict.max_pixels_of(exp)
+    self.stored = predict.poster_input_of(self.members)
+    self.max_pixels = self.stored.max_pixels
     self._variables = predict.saliency_variables(self.members[0])  # Grad-CAM: the first member
     self._lock = threading.Lock()
 
@@ -66,7 +67,7 @@ class Model:
   def predict(self, data: bytes) -> dict:
     """{"genres": predicted, "probabilities": {genre: p}, "thresholds": {genre: t}}; raises
     images.BadImage for what is no usable image."""
-    record = predict.poster_record(data, len(self.genres), self.max_pixels)
+    record = predict.poster_record(data, len(self.genres), self.stored)
     with self._lock:
       probs = predict.ensemble_probs(self.members, [record])[0]
     return {**predict.answer(probs, self.genres, self.thresholds),
@@ -74,7 +75,7 @@ class Model:
 
   def saliency_png(self, data: bytes, genre: str) -> bytes:
     """The Grad-CAM overlay of `genre` (one of self.genres: the caller checks) as a PNG."""
-    jpeg = images.poster_jpeg(data, max_pixels=self.max_pixels)
+    jpeg = self.stored.jpeg(data)
     with self._lock:
       shown = predict.saliency_overlay(self.members[0].exp, self._variables, jpeg, genre)
     return saliency.png_bytes(shown)
