@@ -4,8 +4,9 @@
   .venv/bin/python launch.py --workdir runs/demo --mode eval
 
 Expected: 6 epochs and the evaluation in about 2 minutes on a quiet 2-core CPU (6 minutes on a
-busy one). Test OF1 0.636, mAP 0.628 on an AVX-512 CPU, OF1 0.629, mAP 0.628 on one without
-(CPUs round differently), against the constant predictor's OF1 0.470 and mAP 0.191.
+busy one). Test OF1 0.646, mAP 0.620 on a 2-core CPU without AVX-512; rounding (other CPUs,
+device counts, jit / pmap) moves it by about 0.01 (8 devices: 0.646 / 0.624 jit, 0.653 / 0.628
+pmap), against the constant predictor's OF1 0.470 and mAP 0.191.
 """
 
 from jaxposter import defaults as default
