@@ -89,7 +89,7 @@ def mix(key: jax.Array, images: jax.Array, labels: jax.Array, mixup_alpha: float
 
 def options(config: ml_collections.ConfigDict) -> dict | None:
   """`config.augment` as plain keyword arguments (of `color_jitter` and `mix`, as
-  `train.train_step` takes them); None when every transform is off."""
+  `steps.train_step` takes them); None when every transform is off."""
   o = config.augment.to_dict()
   return o if any(o[k] for k in ("brightness", "contrast", "saturation", "mixup_alpha",
                                   "cutmix_alpha")) else None

@@ -89,14 +89,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str], hooks=()) -> None:
-  """Runs the mode the flags ask for; `hooks` run after every train step (`trainer.Hook`)."""
+  """Runs the mode the flags ask for; `hooks` run after every train step (`loop.Hook`)."""
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)\n{usage()}")
   logging.set_verbosity(logging.ERROR)  # Orbax and TFDS narrate every file and option
   runtime.configure_for(FLAGS.config, FLAGS.workdir)  # before anything imports jax
-  from jaxposter import main as jp_main, parallel  # pylint: disable=import-outside-toplevel
+  from jaxposter import main as jp_main, mesh  # pylint: disable=import-outside-toplevel
   try:
-    parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+    mesh.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
     jp_main.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.step, FLAGS.csv, FLAGS.posters,
                 FLAGS.inputs, FLAGS.threshold, FLAGS.output, FLAGS.saliency, FLAGS.host,
                 FLAGS.port, hooks)

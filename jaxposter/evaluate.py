@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 
-from jaxposter import metrics, parallel, report, thresholds
+from jaxposter import mesh, metrics, report, thresholds
 from jaxposter.data import pipeline
 from jaxposter.errors import UserError
 
@@ -29,10 +29,10 @@ def predict_source(exp, state, source) -> tuple[np.ndarray, np.ndarray, np.ndarr
   probs, labels, losses = [], [], []
   for out, label, mask in pending:
     out = exp.steps.outputs_to_host(out)
-    keep = parallel.gather(mask).astype(bool)
+    keep = mesh.gather(mask).astype(bool)
     probs.append(out["probs"][keep])
     losses.append(out["loss"][keep])
-    labels.append(parallel.gather(label)[keep])
+    labels.append(mesh.gather(label)[keep])
   return np.concatenate(probs), np.concatenate(labels), np.concatenate(losses)
 
 

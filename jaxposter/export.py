@@ -58,7 +58,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxposter import train
+from jaxposter import steps
 from jaxposter.data.poster_input import PosterInput
 
 MODEL_FILE, META_FILE = "model.jaxexport", "model.json"
@@ -80,7 +80,7 @@ def apply_per_platform(exp):
 
 
 def predict_fn(exp, state):
-  """uint8 posters -> probabilities: `train.eval_step` itself (its loss, unused, is dropped
+  """uint8 posters -> probabilities: `steps.eval_step` itself (its loss, unused, is dropped
   by the compiler) with `apply_per_platform`, the weights fetched to the host and closed
   over."""
   config = exp.config
@@ -89,7 +89,7 @@ def predict_fn(exp, state):
 
   def predict(images):
     labels = jnp.zeros((images.shape[0], num_genres), jnp.uint8)
-    return train.eval_step(host_state, {"image": images, "label": labels},
+    return steps.eval_step(host_state, {"image": images, "label": labels},
                            normalization=config.data.normalization,
                            tta_flip=config.get("tta_flip", False))["probs"]
 

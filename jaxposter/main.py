@@ -1,4 +1,4 @@
-"""The modes of a run: train (jaxposter.trainer), and eval, predict, export and serve of one
+"""The modes of a run: train (jaxposter.loop), and eval, predict, export and serve of one
 restored checkpoint or an ensemble of them (jaxposter.restore)."""
 
 import os
@@ -11,7 +11,7 @@ from jaxposter import evaluate, report, thresholds
 from jaxposter.data import pipeline
 from jaxposter.errors import UserError
 from jaxposter.restore import restore, restore_all
-from jaxposter.trainer import Hook, train_and_evaluate
+from jaxposter.loop import Hook, train_and_evaluate
 
 MODES = ("train", "eval", "predict", "export", "serve")
 
@@ -21,7 +21,7 @@ def run(config: ml_collections.ConfigDict | None, workdirs: str | list[str], mod
         threshold: str = "", output: str = "", saliency: str = "", host: str = "127.0.0.1",
         port: int = 8000, hooks: Sequence[Hook] = ()):
   """One mode of a run. eval, predict and serve take several workdirs: an ensemble.
-  `hooks`: run after every train step (`trainer.Hook`)."""
+  `hooks`: run after every train step (`loop.Hook`)."""
   workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
   if mode not in MODES:
     raise UserError(f"unknown mode {mode!r}; choose one of {MODES}")

@@ -189,17 +189,17 @@ def saliency_maps(member, rows: list[dict], genre: str, out_dir: str) -> None:
 
 
 def saliency_variables(member) -> dict:
-  from jaxposter import train
-  return train.inference_variables(member.exp.steps.unplace_state(member.state))
+  from jaxposter import train_state
+  return train_state.inference_variables(member.exp.steps.unplace_state(member.state))
 
 
 def saliency_overlay(exp, variables: dict, jpeg: bytes, genre: str) -> np.ndarray:
   """The Grad-CAM of `genre` over the poster as the model sees it, enlarged to be seen:
   uint8 [H, W, 3]."""
-  from jaxposter import saliency, train
+  from jaxposter import saliency, steps
   from jaxposter.data import pipeline
   image = pipeline.decode(jpeg, exp.geom, None)
-  x = train.normalize(image[None], exp.config.data.normalization)
+  x = steps.normalize(image[None], exp.config.data.normalization)
   heat = saliency.grad_cam(exp.model, variables, x, exp.genres.index(genre))[0]
   shown = saliency.overlay(image, heat)
   scale = max(1, round(268 / shown.shape[0]))  # small model inputs: enlarge to be seen

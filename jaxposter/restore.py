@@ -10,7 +10,8 @@ import ml_collections
 
 from jaxposter import checkpoint, report
 from jaxposter.errors import UserError
-from jaxposter.experiment import check_compatible, config_diffs, setup
+from jaxposter.config_checks import check_compatible, config_diffs
+from jaxposter.experiment import setup
 from jaxposter.saved_config import load as load_workdir_config
 
 

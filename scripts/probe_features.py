@@ -24,7 +24,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import StandardScaler
 
-from jaxposter import experiment, train
+from jaxposter import experiment, steps
 from jaxposter.data import pipeline
 
 STRENGTHS = (5e-5, 1e-4, 3e-4)  # logistic regression's C (inverse L2 strength)
@@ -37,7 +37,7 @@ def features(exp, split: str) -> tuple[np.ndarray, np.ndarray]:
 
   @jax.jit
   def pooled(images):
-    _, inter = exp.model.apply(variables, train.normalize(images, "imagenet"), train=False,
+    _, inter = exp.model.apply(variables, steps.normalize(images, "imagenet"), train=False,
                                mutable=["intermediates"],
                                capture_intermediates=lambda _, method: method == "feature_map")
     f = inter["intermediates"]["feature_map"][0]

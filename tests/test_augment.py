@@ -12,7 +12,7 @@ import optax
 import pytest
 from PIL import Image
 
-from jaxposter import augment, checkpoint, losses, parallel, train
+from jaxposter import augment, checkpoint, losses, mesh, steps, train_state
 from jaxposter.data import pipeline
 
 
@@ -145,9 +145,9 @@ class _BNNet(nn.Module):
 
 
 def _ema_state():
-  mesh = parallel.make_mesh()
-  return train.create_state(_BNNet(), optax.adam(0.1), (6, 4, 3), 0, parallel.replicated(mesh),
-                            ema=True)
+  devices = mesh.make_mesh()
+  return train_state.create_state(_BNNet(), optax.adam(0.1), (6, 4, 3), 0,
+                                  mesh.replicated(devices), ema=True)
 
 
 def _batch(seed):
@@ -162,7 +162,7 @@ def test_ema_follows_its_update_rule_and_is_what_eval_uses(tmp_path):
   np.testing.assert_array_equal(state.ema_params["Dense_0"]["kernel"],
                                 state.params["Dense_0"]["kernel"])
   decay = 0.9
-  step = jax.jit(lambda s, b: train.train_step(s, b, jax.random.key(0), normalization="unit",
+  step = jax.jit(lambda s, b: steps.train_step(s, b, jax.random.key(0), normalization="unit",
                                                ema_decay=decay))
   expected = jax.tree.map(np.asarray, state.ema_params)
   expected_bs = jax.tree.map(np.asarray, state.ema_batch_stats)
@@ -181,8 +181,8 @@ def test_ema_follows_its_update_rule_and_is_what_eval_uses(tmp_path):
 
   # Evaluation scores the average, not the raw weights ...
   batch = _batch(9)
-  out = train.eval_step(state, batch, normalization="unit")
-  x = train.normalize(batch["image"], "unit")
+  out = steps.eval_step(state, batch, normalization="unit")
+  x = steps.normalize(batch["image"], "unit")
   ema_logits = state.apply_fn({"params": state.ema_params, "batch_stats": state.ema_batch_stats}, x)
   np.testing.assert_allclose(out["probs"], jax.nn.sigmoid(ema_logits), rtol=1e-5, atol=1e-6)
   raw = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, x)
@@ -198,14 +198,14 @@ def test_ema_follows_its_update_rule_and_is_what_eval_uses(tmp_path):
 
 @pytest.mark.parametrize("ema", [False, True])
 def test_flip_tta_is_the_mean_of_both_passes(ema):
-  state = _ema_state() if ema else train.create_state(
-      _BNNet(), optax.adam(0.1), (6, 4, 3), 0, parallel.replicated(parallel.make_mesh()))
+  state = _ema_state() if ema else train_state.create_state(
+      _BNNet(), optax.adam(0.1), (6, 4, 3), 0, mesh.replicated(mesh.make_mesh()))
   batch = _batch(1)
-  plain = train.eval_step(state, batch, normalization="unit")["probs"]
-  mirrored = train.eval_step(state, {**batch, "image": batch["image"][:, :, ::-1]},
+  plain = steps.eval_step(state, batch, normalization="unit")["probs"]
+  mirrored = steps.eval_step(state, {**batch, "image": batch["image"][:, :, ::-1]},
                              normalization="unit")["probs"]
   assert not np.allclose(plain, mirrored)  # the net is not mirror-symmetric
-  tta = train.eval_step(state, batch, normalization="unit", tta_flip=True)
+  tta = steps.eval_step(state, batch, normalization="unit", tta_flip=True)
   np.testing.assert_allclose(tta["probs"], (plain + mirrored) / 2, rtol=1e-6, atol=1e-7)
   p, y = np.asarray(tta["probs"]), batch["label"]
   np.testing.assert_allclose(tta["loss"], -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(-1),
@@ -218,6 +218,6 @@ def test_augmented_train_step_runs_and_differs_from_plain():
           "cutmix_alpha": 0.0, "cutmix_prob": 0.5}
   batch = _batch(0)
   key = jax.random.key(0)
-  _, m_aug = train.train_step(state, batch, key, normalization="unit", augment_options=opts)
-  _, m_plain = train.train_step(state, batch, key, normalization="unit")
+  _, m_aug = steps.train_step(state, batch, key, normalization="unit", augment_options=opts)
+  _, m_plain = steps.train_step(state, batch, key, normalization="unit")
   assert np.isfinite(m_aug["loss_sum"]) and m_aug["loss_sum"] != m_plain["loss_sum"]

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxposter import checkpoint, experiment, parallel, train
+from jaxposter import checkpoint, config_checks, experiment, mesh, train_state
 from tests.conftest import ROOT, tiny_config
 
 
@@ -28,7 +28,7 @@ def test_every_config_loads_and_validates(path):
   if path.endswith("__init__.py"):
     return
   config = _load(path)
-  experiment.validate(config)
+  config_checks.validate(config)
   config.lock()
   with pytest.raises(AttributeError, match="batch_size"):
     config.batch_sise = 3  # a typo fails instead of adding a field
@@ -51,7 +51,7 @@ def test_validate_names_the_bad_field(field, value, message):
     node = node[p]
   node[leaf] = value
   with pytest.raises(experiment.UserError, match=message):
-    experiment.validate(config)
+    config_checks.validate(config)
 
 
 def test_sgd_has_nesterov_momentum_and_decays_kernels_not_biases():
@@ -60,7 +60,7 @@ def test_sgd_has_nesterov_momentum_and_decays_kernels_not_biases():
   config = _load(os.path.join(ROOT, "configs", "default.py"))
   o = config.optimizer
   o.name, o.learning_rate, o.weight_decay, o.momentum = "sgd", 0.1, 0.01, 0.9
-  tx = train.make_optimizer(config, steps_per_epoch=10)
+  tx = train_state.make_optimizer(config, steps_per_epoch=10)
   params = {"dense": {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.full((3,), 2.0)}}
   grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
   updates, _ = tx.update(grads, tx.init(params), params)
@@ -80,7 +80,7 @@ class _BNNet(nn.Module):
 def _state(seed=0):
   model = _BNNet()
   tx = optax.adam(1e-2)
-  return train.create_state(model, tx, (3,), seed, parallel.replicated(parallel.make_mesh()))
+  return train_state.create_state(model, tx, (3,), seed, mesh.replicated(mesh.make_mesh()))
 
 
 def test_roundtrip_with_batch_stats_and_retention(tmp_path):
@@ -101,8 +101,8 @@ def test_roundtrip_with_batch_stats_and_retention(tmp_path):
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(states[2])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # Into abstract shapes (nothing initialised), with and without the optimizer state.
-  abstract = train.create_state(_BNNet(), optax.adam(1e-2), (3,), 0,
-                                parallel.replicated(parallel.make_mesh()), abstract=True)
+  abstract = train_state.create_state(_BNNet(), optax.adam(1e-2), (3,), 0,
+                                mesh.replicated(mesh.make_mesh()), abstract=True)
   assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract))
   inference = reader.restore(2, abstract, with_optimizer=False)
   assert inference.opt_state is None
@@ -119,7 +119,7 @@ def test_compatibility_check_names_the_differences():
   saved = {"config": json.loads(config.to_json()), "genres": ["a", "b"]}
   saved["config"]["model"]["name"] = "resnet18"
   with pytest.raises(experiment.UserError, match="model.name.*resnet18") as e:
-    experiment.check_compatible(saved, config, ["a", "c"], "w")
+    config_checks.check_compatible(saved, config, ["a", "c"], "w")
   assert "genres" in str(e.value)
 
 
@@ -216,7 +216,7 @@ def test_a_run_ends_with_the_best_checkpoints_test_metrics(tiny_data_dir, tmp_pa
   """Training ends with the test metrics of the checkpoint eval and predict use (the best by
   validation), not of its last epoch: here epoch 1 is made the best of 3. If that checkpoint
   does not read back, the run still ends, with the last epoch's, and says so."""
-  from jaxposter import trainer
+  from jaxposter import loop
   real, seen = checkpoint.checkpoint_metrics, []
 
   def first_is_best(val):  # epoch 1 scores 1, epoch 2 scores 0, epoch 3 -1
@@ -230,7 +230,7 @@ def test_a_run_ends_with_the_best_checkpoints_test_metrics(tiny_data_dir, tmp_pa
     monkeypatch.setattr(checkpoint.Checkpoints, "restore", unreadable)
   config = tiny_config(tiny_data_dir)
   config.num_epochs = 3
-  result = trainer.train_and_evaluate(config, str(tmp_path / "w"))
+  result = loop.train_and_evaluate(config, str(tmp_path / "w"))
   with open(tmp_path / "w" / "metrics.jsonl") as f:
     logged = [json.loads(line)["test"] for line in f]
   assert logged[0]["mAP"] != logged[2]["mAP"]

@@ -127,7 +127,7 @@ def test_a_slow_reader_shows_in_the_log_and_prints_advice(tiny_data_dir, tmp_pat
   """Training measures how long each step waits for its batch (input_wait_share in
   metrics.jsonl) and says what to do when the input pipeline holds it up."""
   import time
-  from jaxposter import trainer
+  from jaxposter import loop, progress
   decode = pipeline.decode
 
   def slow(*args, **kwargs):
@@ -136,10 +136,10 @@ def test_a_slow_reader_shows_in_the_log_and_prints_advice(tiny_data_dir, tmp_pat
 
   config = tiny_config(tiny_data_dir)
   config.num_epochs, config.test_every_epoch, config.data.num_threads = 1, False, 0
-  trainer.train_and_evaluate(config, str(tmp_path / "fast"))
+  loop.train_and_evaluate(config, str(tmp_path / "fast"))
   capsys.readouterr()
   monkeypatch.setattr(pipeline, "decode", slow)
-  trainer.train_and_evaluate(config, str(tmp_path / "slow"))
+  loop.train_and_evaluate(config, str(tmp_path / "slow"))
   printed = capsys.readouterr().out
   shares = {}
   for name in ("fast", "slow"):
@@ -147,5 +147,5 @@ def test_a_slow_reader_shows_in_the_log_and_prints_advice(tiny_data_dir, tmp_pat
       shares[name] = json.loads(f.readline())["train"]["input_wait_share"]
   # Above the advice's threshold and well above the fast run; not a fixed share: compiling
   # the step is part of the epoch and takes longer on a loaded machine (0.30 seen under load).
-  assert shares["slow"] > max(trainer.INPUT_BOUND, 3 * shares["fast"]), shares
+  assert shares["slow"] > max(progress.INPUT_BOUND, 3 * shares["fast"]), shares
   assert "Input-bound: training waited for the next batch" in printed

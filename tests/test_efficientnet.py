@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxposter import models, train
+from jaxposter import models, train_state
 from jaxposter.models import efficientnet
 from jaxposter.models import torchvision as tv
 from jaxposter.models import weight_files
@@ -138,7 +138,7 @@ def test_frozen_backbone_takes_no_gradient_and_no_drop_connect(fixture):
 
   grads, out = jax.jit(jax.grad(loss, has_aux=True))(params)
   np.testing.assert_allclose(out, model.apply(variables, x), atol=1e-6)
-  labels = train.param_labels(grads)
+  labels = train_state.param_labels(grads)
   for label, g in zip(jax.tree.leaves(labels), jax.tree.leaves(grads)):
     assert (np.abs(g).sum() > 0) == (label == "head")
 

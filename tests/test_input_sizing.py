@@ -94,10 +94,10 @@ def test_the_stored_size_names_the_build(tmp_path):
 def test_processes_on_one_host_share_its_cores(tmp_path):
   """Three processes, two of them on host "a": the two split its cores, the third has all."""
   script = (
-      "import socket, sys; import jax; from jaxposter import parallel\n"
+      "import socket, sys; import jax; from jaxposter import mesh\n"
       "socket.gethostname = lambda: sys.argv[2]\n"
       "jax.distributed.initialize(sys.argv[1], 3, int(sys.argv[3]))\n"
-      "print(parallel.processes_sharing_cores(), flush=True)\n")
+      "print(mesh.processes_sharing_cores(), flush=True)\n")
   port = free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
   procs = [subprocess.Popen([sys.executable, "-c", script, f"127.0.0.1:{port}", host, str(i)],

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxposter import global_batch, train
+from jaxposter import global_batch, steps, train_state
 from jaxposter.models import cnn
 from tests.conftest import ROOT, free_port, run_cli, tiny_overrides, write_config
 
@@ -57,13 +57,13 @@ def test_train_step_does_not_depend_on_the_split():
   under vmap), and the draws matter (another key gives other weights)."""
   opts = {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "mixup_alpha": 0.4,
           "cutmix_alpha": 1.0, "cutmix_prob": 0.5}
-  step = functools.partial(train.train_step, normalization="unit", augment_options=opts)
+  step = functools.partial(steps.train_step, normalization="unit", augment_options=opts)
 
   def state(axis_name):
     model = cnn.CustomCNN(num_classes=5, features=(4, 8), hidden=16, dropout_rate=0.5,
                           batch_norm=True, bn_axis_name=axis_name)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 12, 3)))
-    return train.TrainState.create(apply_fn=model.apply, params=variables["params"],
+    return train_state.TrainState.create(apply_fn=model.apply, params=variables["params"],
                                    batch_stats=variables["batch_stats"], tx=optax.sgd(0.1))
 
   rng = np.random.default_rng(0)

@@ -109,7 +109,7 @@ def _owned_positions(num_batches: int, global_batch: int, process_index: int,
 
 def reader_threads(num_threads: int, sharing: int = 1) -> int:
   """`data.num_threads`: -1 = one reader per usable core, the cores split evenly among the
-  `sharing` processes of the run that use them (`parallel.processes_sharing_cores`); 0 = none
+  `sharing` processes of the run that use them (`mesh.processes_sharing_cores`); 0 = none
   (the caller's thread reads); else as given."""
   return max(1, runtime.usable_cores() // sharing) if num_threads < 0 else num_threads
 

@@ -1,30 +1,29 @@
-"""Training: each epoch's steps, then its end (validation, thresholds, the log record in
-metrics.jsonl, the checkpoint); resuming from the newest intact checkpoint; step hooks.
+"""The training loop: each epoch's steps, then its end (validation, thresholds, the log record
+in metrics.jsonl, the checkpoint); resuming from the newest intact checkpoint; step hooks.
 
-A run holds its workdir's lock (`run_lock`) throughout. Ctrl-C stops it after the current
-step with that step saved (or, at an epoch's last step, after the epoch's end); a state that
-is no longer finite is never saved, and stops the run naming the last finite checkpoint."""
+A run holds its workdir's lock (`run_lock`) throughout. How it stops (Ctrl-C, a NaN, a failed
+save) is `stops`'s; its clock and progress bar `progress`'s."""
 
 import json
 import os
-import signal
-import threading
-import time
 from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
-import numpy as np
 from tqdm import tqdm
 
-from jaxposter import checkpoint, evaluate, report, run_lock, runtime, thresholds, train
+from jaxposter import checkpoint, evaluate, report, run_lock, stops, thresholds
 from jaxposter.data import pipeline
 from jaxposter.errors import UserError
 from jaxposter.experiment import setup
+from jaxposter.progress import INPUT_BOUND, Progress, input_advice
 from jaxposter.restore import best_line, first_intact, load_state
 from jaxposter.saved_config import CONFIG_FILE
 
+
 LOG_FILE = "metrics.jsonl"
+
+
 # A hook runs after every train step as hook(step, exp) (like flax's periodic actions):
 # tests install one to kill a run at an exact step; production installs none.
 Hook = Callable[[int, Any], None]
@@ -32,7 +31,7 @@ Hook = Callable[[int, Any], None]
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        hooks: Sequence[Hook] = ()) -> dict:
-  with run_lock.hold(workdir, chief=report.is_chief()), _Interrupt() as interrupt:
+  with run_lock.hold(workdir, chief=report.is_chief()), stops.Interrupt() as interrupt:
     return _train_and_evaluate(config, workdir, hooks, interrupt)
 
 
@@ -70,8 +69,8 @@ def _train_and_evaluate(config, workdir: str, hooks: Sequence[Hook], interrupt) 
     state, step, train_m = _train_epoch(exp, state, step, epoch, tuned, hooks, interrupt)
     tuned, test = _end_of_epoch(exp, state, step, epoch, train_m, log_path)
     if interrupt.requested:
-      _stopped(exp, f"after epoch {epoch} (step {step})")
-  _wait(exp)
+      stops.stopped(exp, f"after epoch {epoch} (step {step})")
+  stops.wait(exp)
   if test is None:
     print(f"{workdir} already holds a run of {config.num_epochs} epochs; nothing to train. "
           "Evaluate it with --mode eval, or raise --config.num_epochs.", flush=True)
@@ -99,7 +98,7 @@ def _train_and_evaluate(config, workdir: str, hooks: Sequence[Hook], interrupt) 
 
 
 def _train_epoch(exp, state, step: int, epoch: int, tuned: dict | None, hooks: Sequence[Hook],
-                 interrupt: "_Interrupt"):
+                 interrupt: "stops.Interrupt"):
   """The epoch's steps from `step` on (all of them, unless resuming mid-epoch): the state and
   step after them, and their train metrics. Batches are placed on the devices ahead of their
   step, metrics summed on the devices and fetched only at log steps (a NaN/inf loss stops
@@ -116,7 +115,7 @@ def _train_epoch(exp, state, step: int, epoch: int, tuned: dict | None, hooks: S
              disable=not (config.progress_bar and report.is_chief()), leave=False)
   key = jax.random.key(config.seed)
   totals = exp.steps.zero_metrics(len(exp.genres))
-  progress = _Progress(bar, step, epoch, steps_per_epoch, config.batch_size)
+  progress = Progress(bar, step, epoch, steps_per_epoch, config.batch_size)
   in_flight = None
   while True:
     batch = progress.timed(next, batches, None)  # the time spent here is the input pipeline's
@@ -130,22 +129,22 @@ def _train_epoch(exp, state, step: int, epoch: int, tuned: dict | None, hooks: S
     every = config.checkpoint.every_steps
     saved = every and step % every == 0 and step % steps_per_epoch
     if saved:  # mid-epoch: no metrics
-      _save(exp, step, epoch, state, _meta(exp, epoch - 1, None, None, tuned), None)
+      stops.save(exp, step, epoch, state, _meta(exp, epoch - 1, None, None, tuned), None)
     for hook in hooks:
       hook(step, exp)
     if step % config.log_every_steps == 0:
-      progress.log(step, _fetch_finite(totals, step, epoch, exp))
-      _check_saves(exp)
+      progress.log(step, stops.fetch_finite(totals, step, epoch, exp))
+      stops.check_saves(exp)
     if interrupt.requested and step % steps_per_epoch:  # at an epoch's last step: its end first
       bar.close()
-      _fetch_finite(totals, step, epoch, exp)
+      stops.fetch_finite(totals, step, epoch, exp)
       if not saved:
-        _save(exp, step, epoch, state, _meta(exp, epoch - 1, None, None, tuned), None)
-      _stopped(exp, f"at step {step} (epoch {epoch})")
+        stops.save(exp, step, epoch, state, _meta(exp, epoch - 1, None, None, tuned), None)
+      stops.stopped(exp, f"at step {step} (epoch {epoch})")
   bar.close()
-  train_m = progress.summary(_fetch_finite(totals, step, epoch, exp), step)
+  train_m = progress.summary(stops.fetch_finite(totals, step, epoch, exp), step)
   if train_m["input_wait_share"] > INPUT_BOUND and report.is_chief():
-    print(_input_advice(train_m["input_wait_share"], epoch, exp.reader_threads), flush=True)
+    print(input_advice(train_m["input_wait_share"], epoch, exp.reader_threads), flush=True)
   return state, step, train_m
 
 
@@ -162,7 +161,7 @@ def _end_of_epoch(exp, state, step: int, epoch: int, train_m: dict, log_path: st
   # aside on resume), never an epoch short.
   record = {"epoch": epoch, "step": step, "train": train_m, "validation": val, "test": test}
   report.append_jsonl(log_path, record)
-  _save(exp, step, epoch, state, _meta(exp, epoch, val, test, tuned),
+  stops.save(exp, step, epoch, state, _meta(exp, epoch, val, test, tuned),
         checkpoint.checkpoint_metrics(val))
   if config.tensorboard and report.is_chief():
     from jaxposter import tensorboard
@@ -217,134 +216,3 @@ def _check_step_arithmetic(exp, step: int, meta: dict, steps_per_epoch: int) -> 
       f"{steps_per_epoch} steps per epoch (batch_size {exp.config.batch_size}, "
       f"{exp.num_examples('train')} training posters), so its epochs would not line up. "
       f"Resume with --config.batch_size={saved} and the same data, or use a fresh --workdir")
-
-
-INPUT_BOUND = 0.1  # advice when training waits for its input more than this share of an epoch
-
-
-def _input_advice(share: float, epoch: int, threads: int) -> str:
-  return (f"Input-bound: training waited for the next batch {share:.0%} of epoch {epoch}'s "
-          f"time. The input pipeline decodes and resizes with {threads} reader thread(s) on "
-          f"a host with {runtime.usable_cores()} usable core(s): raise --config.data.num_threads "
-          "(-1: one per core), keep posters stored at the training size "
-          "(--config.data.store_height/store_width 0, the default), or use a host with more "
-          "cores per accelerator.")
-
-
-def _fetch_finite(totals: dict, step: int, epoch: int, exp) -> dict[str, np.ndarray]:
-  """The summed train metrics, fetched to the host; stops at a NaN/inf loss."""
-  host = jax.device_get(totals)
-  if int(host["nonfinite"]):
-    raise _diverged(exp, f"the loss became NaN/inf by step {step} (epoch {epoch})")
-  return host
-
-
-def _diverged(exp, what: str) -> UserError:
-  """The error a diverged run stops with, naming the last (finite) checkpoint."""
-  _wait(exp)
-  last = exp.checkpoints.latest_step()
-  where = (f"the last finite checkpoint is step {last} in {exp.checkpoints.directory}, where a "
-           "relaunch resumes" if last is not None else
-           "no checkpoint was saved before it: a relaunch starts afresh")
-  return UserError(f"{what}; {where}. Lower --config.optimizer.learning_rate (now "
-                   f"{exp.config.optimizer.learning_rate})")
-
-
-def _save(exp, step: int, epoch: int, state, meta: dict, metrics: dict | None) -> None:
-  """A checkpoint of the (placed) state; a state holding NaN/inf, or a save that fails (a full
-  disk), stops the run with one line, the checkpoints written so far intact."""
-  try:
-    exp.checkpoints.save(step, exp.steps.unplace_state(state), meta, metrics)
-  except checkpoint.NonFinite:
-    raise _diverged(exp, f"the model state became NaN/inf by step {step} (epoch {epoch}) "
-                    "and was not saved") from None
-  except checkpoint.SaveFailed as e:
-    raise _save_failed(e) from e
-
-
-def _wait(exp) -> None:
-  try:
-    exp.checkpoints.wait()
-  except checkpoint.SaveFailed as e:
-    raise _save_failed(e) from e
-
-
-def _check_saves(exp) -> None:
-  """Stops at a failed background save (a full disk) without waiting for the next save."""
-  try:
-    exp.checkpoints.check()
-  except checkpoint.SaveFailed as e:
-    raise _save_failed(e) from e
-
-
-def _save_failed(e: checkpoint.SaveFailed) -> UserError:
-  return UserError(f"{e}; free some space (or make the folder writable) and relaunch the same "
-                   "command: it resumes from the last checkpoint written")
-
-
-def _stopped(exp, where: str) -> None:
-  """Ends a run stopped by Ctrl-C once its last save is on disk."""
-  _wait(exp)
-  raise UserError(f"stopped by Ctrl-C {where}, which is saved in "
-                  f"{exp.checkpoints.directory}; relaunch the same command to resume")
-
-
-class _Interrupt:
-  """While training, Ctrl-C (SIGINT) only asks the run to stop (`requested`): the loop stops
-  after the current step and saves it. A second Ctrl-C stops at once, as it used to."""
-
-  def __init__(self):
-    self.requested, self._previous = False, None
-
-  def __enter__(self) -> "_Interrupt":
-    if threading.current_thread() is threading.main_thread():  # signals go to the main thread
-      self._previous = signal.signal(signal.SIGINT, self._handle)
-    return self
-
-  def _handle(self, signum, frame) -> None:
-    if self.requested:
-      raise KeyboardInterrupt
-    self.requested = True
-    if report.is_chief():
-      print("Ctrl-C: stopping after the current step, once it is saved (Ctrl-C again stops "
-            "at once)", flush=True)
-
-  def __exit__(self, *exc) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGINT, self._previous)
-
-
-class _Progress:
-  """An epoch's clock: the time spent waiting for input, images/s, and the loss since the
-  last log step, shown on the bar (or, without one, printed as a line)."""
-
-  def __init__(self, bar: tqdm, step: int, epoch: int, steps_per_epoch: int, batch_size: int):
-    self.bar, self.first, self.epoch = bar, step, epoch
-    self.steps_per_epoch, self.batch_size = steps_per_epoch, batch_size
-    self.start, self.waited, self.logged = time.perf_counter(), 0.0, None
-
-  def timed(self, fn: Callable, *args):
-    ready = time.perf_counter()
-    out = fn(*args)
-    self.waited += time.perf_counter() - ready
-    return out
-
-  def log(self, step: int, totals: dict[str, np.ndarray]) -> None:
-    last = self.logged or {"loss_sum": 0.0, "count": 0.0}
-    loss = float((totals["loss_sum"] - last["loss_sum"]) / max(totals["count"] - last["count"], 1))
-    self.logged = totals
-    seconds = time.perf_counter() - self.start
-    rate, wait = (step - self.first) * self.batch_size / seconds, self.waited / seconds
-    self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}", input_wait=f"{wait:.0%}")
-    if self.bar.disable and report.is_chief():  # no bar (a log file): a line instead
-      print(f"  step {step} (epoch {self.epoch}, {step - (self.epoch - 1) * self.steps_per_epoch}/"
-            f"{self.steps_per_epoch}): loss {loss:.4f}, {rate:.1f} images/s, waiting for "
-            f"input {wait:.0%} of the time", flush=True)
-
-  def summary(self, totals: dict[str, np.ndarray], step: int) -> dict[str, float]:
-    """The epoch's train metrics, speed and input-wait share (metrics.jsonl's `train`)."""
-    out = train.summarize_train(totals)
-    out["seconds"] = time.perf_counter() - self.start
-    out["images_per_s"] = (step - self.first) * self.batch_size / out["seconds"]
-    out["input_wait_share"] = self.waited / out["seconds"]
-    return out
