@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from jaxposter import report
+from jaxposter import paths
 
 # name -> (what it is, its path in a validation result, higher is better)
 BEST_METRICS = {
@@ -180,7 +180,7 @@ class Checkpoints:
   def set_aside(self, step: int) -> str:
     """Renames a damaged step's folder to <step>.damaged-N (Orbax then ignores it)."""
     path = os.path.join(self.directory, str(step))
-    aside = report.unused_name(f"{path}.damaged")
+    aside = paths.unused_name(f"{path}.damaged")
     if jax.process_index() == 0:
       os.replace(path, aside)
     if jax.process_count() > 1:

@@ -12,7 +12,7 @@ import jax
 import ml_collections
 from tqdm import tqdm
 
-from jaxposter import checkpoint, evaluate, report, run_lock, stops, thresholds
+from jaxposter import checkpoint, evaluate, paths, report, run_lock, stops, thresholds
 from jaxposter.data import pipeline
 from jaxposter.errors import UserError
 from jaxposter.experiment import setup
@@ -192,7 +192,7 @@ def _align_log(path: str, last_epoch: int) -> None:
                 key=lambda r: r["epoch"])
   if kept == records and not unreadable:
     return
-  aside = report.unused_name(path + ".stale")
+  aside = paths.unused_name(path + ".stale")
   os.replace(path, aside)
   for r in kept:
     report.append_jsonl(path, r)

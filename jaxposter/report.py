@@ -77,14 +77,6 @@ def read_jsonl(path: str) -> tuple[list[dict], int]:
   return records, unreadable
 
 
-def unused_name(prefix: str) -> str:
-  """prefix-1, or the first of prefix-2, prefix-3, ... that does not exist yet."""
-  n = 1
-  while os.path.exists(f"{prefix}-{n}"):
-    n += 1
-  return f"{prefix}-{n}"
-
-
 def write_json(path: str, obj) -> None:
   if is_chief():
     tmp = path + ".tmp"
