@@ -8,9 +8,9 @@
 The posters' own 268x182; AdamW (backbone lr 2e-4, head 2e-3, decay 0.01, cosine after a
 half-epoch warm-up), 8 epochs of batch 32; random resized crops (50-100%), flips, colour
 jitter 0.2, mixup (alpha 0.2); a weight EMA (0.99) and flip test-time averaging. Expected on
-the moviegenre-dev test split (top 5, best checkpoint by validation mAP, seeds 0 and 2): mAP
-0.519 / 0.510, macro ROC-AUC 0.730 / 0.727, OF1 0.608 / 0.606 at the validation-tuned
-threshold; the two as an ensemble 0.522 / 0.735 / 0.611 (constant predictor: 0.294,
+the moviegenre-dev test split (top 5, best checkpoint by validation mAP, mean of seeds 0-2):
+mAP 0.510 (0.502-0.519), macro ROC-AUC 0.728, OF1 0.602 at the validation-tuned threshold;
+the three as an ensemble 0.523 / 0.738 / 0.612 (constant predictor: 0.294,
 0.500, 0.534; configs/scratch.py: 0.456, 0.675, 0.569). About 28 minutes on a quiet 2-core
 CPU. Lite1/Lite2: --config.model.name=efficientnet_lite1 (or lite2). docs/pretrained.md has
 the runs behind each choice.
