@@ -31,7 +31,6 @@ from jaxposter.data import posters
 from jaxposter.data import prepare_lock
 from jaxposter.data import schema
 
-STORE_QUALITY = 95  # JPEG quality of resized posters (4:4:4): under 2 grey levels off on average
 _WORKERS = max(4, 2 * (os.cpu_count() or 1))
 
 
@@ -88,7 +87,7 @@ def _stored_bytes(path: str, size, max_pixels: int) -> bytes | str:
   bytes are decoded, then kept as they are (an RGB JPEG no larger than `size`) or re-encoded:
   a file replaced since `_check_poster` is stored only if its new content decodes."""
   try:
-    return images.poster_jpeg(path, size, STORE_QUALITY, max_pixels)
+    return images.poster_jpeg(path, size, images.STORE_QUALITY, max_pixels)
   except (OSError, images.BadImage) as e:
     return images.skip_reason(e)
 

@@ -3,7 +3,7 @@
 The transform is the one the model was trained on. A build (`movie_posters`) stores each
 poster decoded by `images.load_rgb` (EXIF orientation, transparency onto white, high bit
 depths scaled to 8 bits), shrunk to the store size when larger (bilinear, `data.store_*`)
-and encoded as JPEG at quality `STORE_QUALITY`, 4:4:4 (an RGB JPEG no larger is kept byte
+and encoded as JPEG at quality `images.STORE_QUALITY`, 4:4:4 (an RGB JPEG no larger is kept byte
 for byte); the input pipeline then resizes that to the input size / crop_fraction and crops
 (at random in training, the centre in eval: `pipeline.decode`). The validation and test
 metrics, the tuned thresholds and every number in a workdir were measured on posters that
@@ -29,7 +29,6 @@ import numpy as np
 from jaxposter.data import images
 from jaxposter.data import movie_config
 from jaxposter.data import pipeline
-from jaxposter.data.movie_posters import STORE_QUALITY  # the build's own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +49,7 @@ class PosterInput:
 
   def jpeg(self, source: images.Source) -> bytes:
     """The poster's bytes as a build stores them (raises images.BadImage, OSError)."""
-    return images.poster_jpeg(source, self.store_hw, STORE_QUALITY, self.max_pixels)
+    return images.poster_jpeg(source, self.store_hw, images.STORE_QUALITY, self.max_pixels)
 
   def array(self, source: images.Source) -> np.ndarray:
     """The model's input for the poster: uint8 [height, width, 3], as eval's pipeline
@@ -60,5 +59,5 @@ class PosterInput:
   def describe(self) -> dict:
     """The path as plain values (an export's model.json): sizes as [height, width]."""
     return {"store_hw": list(self.store_hw) if self.store_hw else None,
-            "store_quality": STORE_QUALITY, "resize_hw": list(self.geom.resized),
+            "store_quality": images.STORE_QUALITY, "resize_hw": list(self.geom.resized),
             "input_hw": [self.geom.height, self.geom.width], "resize": "bilinear"}
