@@ -72,12 +72,17 @@ def usage() -> str:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, with flag and config errors (a missing file, a misspelled field) as one
   clear line and exit code 2."""
-  argv = sys.argv[:] = with_saved_config(argv)  # ml_collections reads overrides from sys.argv
+  argv = with_saved_config(argv)
   try:
     config_files.import_package(flag_value(argv, "config"))
+    argv, new_kwargs = config_errors.new_model_kwargs(argv, FLAGS["config"].parser.parse)
+    sys.argv[:] = argv  # ml_collections reads overrides from sys.argv
     argv = FLAGS(argv)
     if FLAGS["config"].present or FLAGS.config is not None:
       FLAGS.config.to_dict()  # a config file that failed to load raises here
+    if new_kwargs:  # checked where the model is built
+      with FLAGS.config.model.kwargs.unlocked():
+        FLAGS.config.model.kwargs.update(new_kwargs)
     return argv
   except UserError as e:  # from jaxposter/saved_config.py
     fail(str(e))
@@ -85,7 +90,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     fail(f"{config_errors.clean(e)}\n{usage()}")
   except (AttributeError, ImportError, KeyError, OSError, SyntaxError, TypeError,
           ValueError) as e:
-    fail(config_errors.describe(e, argv, FLAGS["config"].parser.parse))
+    fail(config_errors.describe(e, argv))
 
 
 def main(argv: list[str], hooks=()) -> None:

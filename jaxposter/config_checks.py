@@ -11,6 +11,10 @@ from jaxposter.errors import UserError
 from jaxposter.models import cpu_ops
 
 
+# Model constructor arguments the config sets from fields of its own, not model.kwargs.
+SET_ELSEWHERE = {"parent", "name", "num_classes", "dtype", "dropout_rate", "remat", "frozen_bn",
+                 "bn_axis_name"}
+
 # Config fields that must match between a checkpoint and the config restoring it.
 _COMPATIBLE_FIELDS = ("model.name", "model.kwargs", "data.image_height", "data.image_width")
 
@@ -66,6 +70,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.model.name not in models.MODELS:
     checks.append((False, f"unknown model.name {config.model.name!r}; choose one of: "
                           f"{', '.join(sorted(models.MODELS))}"))
+  else:  # model.kwargs from a config file or the command line (cli.py lets new ones in)
+    taken = sorted(models.arguments(config.model.name) - SET_ELSEWHERE)
+    unknown = sorted(set(config.model.kwargs) - set(taken))
+    checks.append((not unknown, f"model {config.model.name} has no argument "
+                                f"{', '.join(unknown)} (--config.model.kwargs.*); it takes: "
+                                f"{', '.join(taken)}"))
   if config.model.dtype not in models.DTYPES:
     checks.append((False, f"unknown model.dtype {config.model.dtype!r}; choose one of: "
                           f"{', '.join(models.DTYPES)}"))

@@ -1,12 +1,10 @@
-"""A flag or config error (a missing config file, a misspelled field, a model argument the model
-does not take) as one line that names the fix; jaxposter/cli.py prints it."""
+"""A flag or config error (a missing config file, a misspelled field) as one line that names
+the fix; jaxposter/cli.py prints it. Model arguments are checked where the run is set up
+(`config_checks.validate`): the entry point never imports the models."""
 
+import ast
 import re
 from typing import Callable
-
-# Model constructor arguments the config sets from fields of its own, not model.kwargs.
-SET_ELSEWHERE = {"parent", "name", "num_classes", "dtype", "dropout_rate", "remat", "frozen_bn",
-                 "bn_axis_name"}
 
 
 def clean(error: BaseException) -> str:
@@ -32,34 +30,40 @@ def flag_value(argv: list[str], name: str) -> str | None:
   return value
 
 
-def unknown_model_kwarg(argv: list[str], parse_config: Callable) -> str | None:
-  """'model custom_cnn has no argument foo; it takes: ...' for --config.model.kwargs.foo."""
-  given = [m.group(1) for m in map(re.compile(r"--?config\.model\.kwargs\.(\w+)").match, argv)
-           if m]
-  if not given:
-    return None
-  try:  # the config as loaded, before the override that failed
-    config = parse_config(flag_value(argv, "config"))
-    kwargs, name = config.model.kwargs, flag_value(argv, "config.model.name") or config.model.name
-  except Exception:  # pylint: disable=broad-except (the config's own error is reported instead)
-    return None
-  from jaxposter import models  # pylint: disable=import-outside-toplevel (exiting: jax may start)
-  unknown = [k for k in given if k not in kwargs]
-  if not unknown or name not in models.MODELS:
-    return None
-  taken = sorted(models.arguments(name) - SET_ELSEWHERE)
-  if any(k not in taken for k in unknown):
-    return (f"model {name} has no argument {', '.join(k for k in unknown if k not in taken)} "
-            f"(--config.model.kwargs.*); it takes: {', '.join(taken)}")
-  return (f"model.kwargs.{unknown[0]} is not in the config's model.kwargs, and a config cannot "
-          f"gain fields from the command line: set c.model.kwargs.{unknown[0]} in a config file")
+def new_model_kwargs(argv: list[str], parse_config: Callable) -> tuple[list[str], dict]:
+  """argv without its --config.model.kwargs.X overrides whose X the config file's model.kwargs
+  lacks, and those as {X: value} (a Python literal, else the text; bare: True). A locked config
+  cannot gain fields from the command line, so cli.py sets them after parsing; the run's set-up
+  checks them (`config_checks.validate`: a model argument, or an error listing them all)."""
+  kwarg = re.compile(r"--?config\.model\.kwargs\.(\w+)(=.*)?$")
+  if not any(map(kwarg.match, argv)):
+    return argv, {}
+  try:  # the config as loaded, before the overrides
+    have = parse_config(flag_value(argv, "config")).model.kwargs
+  except Exception:  # pylint: disable=broad-except (absl reports the config's own error)
+    return argv, {}
+  rest, new, args = [], {}, list(argv)
+  while args:
+    arg = args.pop(0)
+    m = kwarg.match(arg)
+    if not m or m.group(1) in have:
+      rest.append(arg)
+    elif m.group(2) or not args or args[0].startswith("-"):  # --x=v, or bare: True
+      new[m.group(1)] = _literal(m.group(2)[1:] if m.group(2) else "True")
+    else:  # --x v
+      new[m.group(1)] = _literal(args.pop(0))
+  return rest, new
 
 
-def describe(error: BaseException, argv: list[str], parse_config: Callable) -> str:
+def _literal(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def describe(error: BaseException, argv: list[str]) -> str:
   """What went wrong loading --config or applying a --config.* override, and the fix."""
-  kwarg = unknown_model_kwarg(argv, parse_config)
-  if kwarg:
-    return kwarg
   message = clean(error)
   missing = re.search(r"No such file or directory: '([^']+)'?", message)
   if missing:

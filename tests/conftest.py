@@ -93,7 +93,7 @@ def two_runs(tiny_data_dir, tmp_path_factory) -> list[str]:
 
 def write_config(directory, base: str, **fields) -> str:
   """A config file importing configs/<base>.py and setting `fields` (dotted via '__'),
-  for fields a locked config cannot gain from the command line (model.kwargs)."""
+  as a user's own config file would."""
   lines = [f"from configs import {base}", "", "", "def get_config():",
            f"  c = {base}.get_config()"]
   for key, value in fields.items():

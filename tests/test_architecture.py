@@ -11,6 +11,7 @@ from tests.conftest import ROOT
 PACKAGE = os.path.join(ROOT, "jaxposter")
 MAX_LINES = 250
 
+ENTRY = "the entry point sets jax's process settings before anything imports jax: no models"
 # (importer prefix, imported prefix, why): module names relative to jaxposter/.
 RULED_OUT = [
     ("models", "models.cpu_ops", "models stay platform-free: experiment hands the routes in"),
@@ -24,6 +25,9 @@ RULED_OUT = [
     ("steps", "data", "steps see arrays"),
     ("evaluate", "models", "scores, not nets"),
     ("metrics", "models", "scores, not nets"),
+    ("cli", "models", ENTRY),
+    ("config_errors", "models", ENTRY),
+    ("config_files", "models", ENTRY),
 ]
 
 
@@ -108,3 +112,9 @@ def test_ruled_out_imports(graph, importer, imported, why):
   bad = sorted(f"{m} -> {t}" for m, ts in graph.items() if _within(m, importer)
                for t in ts if _within(t, imported) and not _within(m, imported))
   assert not bad, f"{why}: {bad}"
+
+
+def test_launch_py_imports_only_the_cli():
+  """launch.py, outside the package, reaches the package only through cli.py (whose imports
+  RULED_OUT checks): the models are imported by the modes, after jax's settings are made."""
+  assert _imports(os.path.join(ROOT, "launch.py"), set(_modules())) - {""} == {"cli"}

@@ -297,6 +297,19 @@ def test_more_bad_input_is_one_clear_line(case, trained, tiny_data_dir, tmp_path
     assert "Drama" not in proc.stdout  # refused before predicting
 
 
+def test_a_model_argument_the_config_lacks_comes_from_the_command_line(tiny_data_dir, tmp_path):
+  """configs/demo.py sets no model.kwargs.batch_norm or pool_size: the overrides add them (cli.py
+  lets them in, config_checks refuses what the model does not take), the saved config keeps
+  them and eval rebuilds that model."""
+  w = str(tmp_path / "w")
+  run_cli(["--config", "configs/demo.py", "--workdir", w, *tiny_overrides(tiny_data_dir),
+           "--config.model.kwargs.batch_norm", "--config.model.kwargs.pool_size", "3"])
+  with open(os.path.join(w, "config.json")) as f:
+    kwargs = json.load(f)["model"]["kwargs"]
+  assert kwargs["batch_norm"] is True and kwargs["pool_size"] == 3
+  assert "test" in run_cli(["--workdir", w, "--mode", "eval"]).stdout
+
+
 def test_saliency_maps_go_beside_a_bare_output_name(trained, tmp_path):
   """--output preds.json (no folder) used to write the predictions, then fail on ''."""
   run_cli(["--workdir", trained[0], "--mode", "predict", "--inputs", _poster(tmp_path / "in"),
