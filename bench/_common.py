@@ -1,23 +1,25 @@
 """What the benchmarks share: configs with overrides, a train step on a fixed batch, timing,
-Markdown tables. Importing it imports jax: set XLA_FLAGS before."""
+launching `launch.py` until a line, Markdown tables. Importing it imports no jax (`TrainLoop`
+does): a script sets XLA_FLAGS, or runs its children, first."""
 
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from typing import Callable, Sequence
 
-import jax
 import numpy as np
 
-from jaxposter import config_files, experiment
+from jaxposter import config_files
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name: str, overrides: dict | None = None):
   """configs/<name>.py's config with dotted fields set, e.g. {"model.kwargs.hidden": 256}."""
-  config = config_files.load(os.path.join(CONFIGS, f"{name}.py"))
+  config = config_files.load(os.path.join(ROOT, "configs", f"{name}.py"))
   with config.unlocked():  # model.kwargs starts empty: its fields are new
     for dotted, value in (overrides or {}).items():
       *parents, field = dotted.split(".")
@@ -52,6 +54,8 @@ class TrainLoop:
   random uint8 batch; the state is carried from call to call, as in training."""
 
   def __init__(self, config, batch_size: int):
+    import jax  # pylint: disable=import-outside-toplevel
+    from jaxposter import experiment  # pylint: disable=import-outside-toplevel
     config.batch_size = batch_size
     self._workdir = tempfile.TemporaryDirectory(prefix="jaxposter_bench_")  # removed with self
     self.exp = experiment.setup(config, self._workdir.name)
@@ -66,21 +70,36 @@ class TrainLoop:
 
   def step(self) -> None:
     """numpy batch in, state out: placement, dispatch and the compiled step."""
+    import jax  # pylint: disable=import-outside-toplevel
     steps = self.exp.steps
     self.state, metrics = steps.train(self.state, self.totals, steps.place_batch(self.batch),
                                       self.key)
     jax.block_until_ready((self.state, metrics))
 
-  def step_flops(self) -> float:
-    """FLOPs of one step on all devices together, from XLA's cost analysis of the compiled
-    step (after `step`, jit's cache hands back the executable that ran). Each device's
-    program covers its share of the batch, so its count times the device count."""
+  def compiled(self):
+    """The compiled step (after `step`, jit's cache hands back the executable that ran)."""
     steps = self.exp.steps
-    compiled = steps._train.lower(self.state, self.totals, steps.place_batch(self.batch),
-                                  self.key).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per program
-    return float(cost["flops"]) * self.exp.mesh.size
+    train = steps._train  # pylint: disable=protected-access
+    return train.lower(self.state, self.totals, steps.place_batch(self.batch), self.key).compile()
+
+
+def fresh_cache_env(tmp: str) -> dict:
+  """This process's environment with an empty jax compilation cache in `tmp`."""
+  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "xla"))
+
+
+def launch(args: list[str], env: dict,
+           until: Callable[[str], bool]) -> tuple[subprocess.Popen, str, float]:
+  """`launch.py args` started: (the process, the first line of its output `until` accepts,
+  seconds until that line). The caller stops the process."""
+  start = time.perf_counter()
+  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=ROOT,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  for line in proc.stdout:
+    if until(line):
+      return proc, line, time.perf_counter() - start
+  raise RuntimeError(f"launch.py {' '.join(args)} ended (exit {proc.wait()}) before the line "
+                     "awaited")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

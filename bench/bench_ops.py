@@ -1,25 +1,29 @@
-"""Where a training step's time goes, per kind of op, in jax (XLA:CPU) and in PyTorch eager.
+"""Where a training step's time goes, per kind of op, in jax (XLA:CPU) and in PyTorch eager;
+with --shapes, the same for one 3x3 convolution on a ResNet's stage shapes.
 
   .venv/bin/pip install -e '.[torch]'
   XLA_FLAGS=--xla_force_host_platform_device_count=1 taskset -c 0 \
-      .venv/bin/python bench/bench_ops.py --models scratch resnet18 --threads 1
+      .venv/bin/python bench/bench_ops.py --models scratch resnet18 --threads 1   # ~10 min
+  XLA_FLAGS=--xla_force_host_platform_device_count=1 \
+      .venv/bin/python bench/bench_ops.py --shapes --batch 64 --steps 5           # ~5 min
 
 For a model of bench_vs_torch.BENCHES, every `nn.Conv` and `nn.BatchNorm` call of its
-training forward pass is recorded (shape, kernel, strides, padding) with Flax's method
-interceptor. Each distinct call is then timed alone, jitted, on one device, against the same
-op in torch (channels_last), interleaved, medians:
-  - conv forward, input gradient and filter gradient, depthwise convs (EfficientNet-Lite's)
-    on rows of their own (jax: the project's own lowering,
-    models/cpu_ops.py, as training runs it, and beside it two alternatives for every conv:
-    XLA's own and patches + matmul; torch: conv2d and aten.convolution_backward);
-  - BatchNorm forward + backward in training mode;
-  - the optimizer update over the model's parameters (optax as configured; torch.optim);
-  - the whole train step (bench/_common.TrainLoop; torch_twins.TorchLoop; in turns of 3
-    steps, the first untimed, as bench_vs_torch times it), so the rest
-    (pooling, ReLU, loss, placement, dropout, EMA) is the step minus the parts.
-Each op's time is multiplied by how often the model calls it. One device and `--threads`
-torch threads: per-core figures. Fusion inside the real step can make it cheaper than its
-parts; the per-kind split is what to read, not the exact sum.
+training forward pass is recorded (Flax's method interceptor), and each distinct call timed
+alone, jitted, on one device, against the same op in torch (channels_last), interleaved:
+  - conv forward, input gradient and filter gradient (depthwise convs on rows of their own);
+    jax: the project's CPU routes (models/cpu_ops/) as training runs them on this host, and
+    beside them XLA's own and patches + matmul for every conv; torch: conv2d and
+    aten.convolution_backward;
+  - BatchNorm forward + backward in training mode; the optimizer update (optax; torch.optim);
+  - the whole train step (bench/_common.TrainLoop; torch_twins.TorchLoop; in turns of 3 steps,
+    the first untimed, as bench_vs_torch times it), so the rest (pooling, ReLU, loss,
+    placement, dropout, EMA) is the step minus the parts.
+Medians, times how often the model calls each op. One device and `--threads` torch threads:
+per-core figures. Fusion can make the real step cheaper than its parts: read the split.
+
+--shapes: each 3x3 convolution of SHAPES (a ResNet's stages on 144x96 and 72x48 posters) at
+`--batch`, timed the same way; `route` is the one the project's routes take for it (patches
++ matmul for maps narrower than the kernel, else lax).
 
 Records of past runs: docs/benchmarks.md.
 """
@@ -34,8 +38,15 @@ try:
 except ImportError:
   sys.exit("bench_ops needs torch: pip install -e '.[torch]'")
 
+import _common  # pylint: disable=wrong-import-position  (imports no jax)
 import bench_vs_torch  # pylint: disable=wrong-import-position  (imports no jax)
 import torch_twins  # pylint: disable=wrong-import-position
+
+LOWERINGS = ("project", "xla", "patches")  # the first is what the step runs
+SHAPES = [  # (H, W, Cin, Cout, stride) of 3x3 convs
+    (3, 2, 512, 512, 1), (3, 2, 256, 256, 1), (2, 2, 256, 256, 1), (5, 3, 256, 512, 2),
+    (5, 3, 512, 512, 1), (9, 6, 256, 256, 1), (18, 12, 64, 64, 1), (36, 24, 32, 32, 1),
+]
 
 
 def record_calls(loop):
@@ -79,8 +90,8 @@ def record_calls(loop):
 
 def jax_ops(call, lowering: str = "project"):
   """{op name: thunk} for one recorded call, jitted, inputs random. `lowering` of convs:
-  "project" (models/cpu_ops.py, as training runs), "xla" (lax.conv_general_dilated) or
-  "patches" (cpu_ops.patches_conv, patches + one matmul, for every shape)."""
+  "project" (models/cpu_ops/, as training runs on this host with `cpu_filter_grad="auto"`),
+  "xla" (lax.conv_general_dilated) or "patches" (patches + one matmul, for every shape)."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   from jaxposter.models import cpu_ops  # pylint: disable=import-outside-toplevel
@@ -94,9 +105,10 @@ def jax_ops(call, lowering: str = "project"):
     def conv(x, w):
       if lowering == "patches" and groups == 1:
         return cpu_ops.patches_conv(x, w, strides, pad)
-      fn = cpu_ops.conv_general_dilated if lowering == "project" else jax.lax.conv_general_dilated
+      fn = (cpu_ops.ConvRoute(cpu_ops.host_filter_grad()) if lowering == "project"
+            else jax.lax.conv_general_dilated)
       return fn(x, w, strides, pad, feature_group_count=groups,
-                dimension_numbers=cpu_ops._NHWC)  # pylint: disable=protected-access
+                dimension_numbers=("NHWC", "HWIO", "NHWC"))
     y, vjp = jax.vjp(conv, x, w)
     fwd = jax.jit(conv)
     dgrad = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0])
@@ -160,9 +172,20 @@ def optimizer_ops(loop, tloop):
           tloop.opt.step)
 
 
-def profile(common, name: str, args) -> list:
-  bench = bench_vs_torch.BENCHES[name]
-  loop = bench_vs_torch.jax_loop(common, bench)
+def time_call(call, args) -> dict[str, list[float]]:
+  """{op: [seconds in each of LOWERINGS..., in torch]} of one call: interleaved medians."""
+  variants, tops = [jax_ops(call, low) for low in LOWERINGS], torch_ops(call)
+  return {op: _common.medians([v[op] for v in variants] + [tops[op]], args.steps, args.warmup)
+          for op in tops}
+
+
+def ms(seconds: float) -> str:
+  return f"{1e3 * seconds:.1f}"
+
+
+def profile(name: str, args) -> list:
+  """A model's rows: each op kind's jax and torch ms a step (and the two other lowerings)."""
+  loop = bench_vs_torch.jax_loop(bench_vs_torch.BENCHES[name])
   config = loop.exp.config
   model = torch_twins.torch_model(config.model.name, len(loop.exp.genres),
                                   config.model.dropout_rate, config.model.kwargs.to_dict())
@@ -170,55 +193,65 @@ def profile(common, name: str, args) -> list:
   totals = collections.defaultdict(lambda: [0.0, 0.0])
   lowerings = collections.defaultdict(lambda: [0.0] * len(LOWERINGS))
   for call, count in record_calls(loop).items():
-    variants, tops = [jax_ops(call, low) for low in LOWERINGS], torch_ops(call)
-    for op in tops:
-      *jax_s, torch_s = common.medians([v[op] for v in variants] + [tops[op]], args.steps,
-                                       args.warmup)
+    for op, (*jax_s, torch_s) in time_call(call, args).items():
       totals[op][0] += count * jax_s[0]
       totals[op][1] += count * torch_s
       lowerings[op] = [a + count * b for a, b in zip(lowerings[op], jax_s)]
       if args.verbose:
-        print(call, op, count, *(f"{1e3 * t:.2f}" for t in jax_s + [torch_s]), file=sys.stderr)
-  totals["optimizer update"] = common.medians(list(optimizer_ops(loop, tloop)), args.steps,
-                                              args.warmup)
+        print(call, op, count, *map(ms, jax_s + [torch_s]), file=sys.stderr)
+  totals["optimizer update"] = _common.medians(list(optimizer_ops(loop, tloop)), args.steps,
+                                               args.warmup)
   loop.step()  # compiles
   # In turns, the first step of each untimed: it pays for the switch (bench_vs_torch.TURN).
-  step = common.medians([loop.step, tloop.step], args.steps, warmup=0,
-                        block=bench_vs_torch.TURN)
+  step = _common.medians([loop.step, tloop.step], args.steps, warmup=0,
+                         block=bench_vs_torch.TURN)
   parts = [sum(t[i] for t in totals.values()) for i in (0, 1)]
   totals["rest of the step"] = [step[0] - parts[0], step[1] - parts[1]]
   totals["whole step"] = step
-  def ms(seconds):
-    return f"{1e3 * seconds:.1f}"
   return [[name, op, ms(j), ms(t), f"{j / t:.2f}" if t > 0 else "-",
            *([ms(v) for v in lowerings[op][1:]] if op in lowerings else ["", ""])]
           for op, (j, t) in totals.items()]
 
 
-LOWERINGS = ("project", "xla", "patches")  # the first is what the step runs
+def shape_rows(args) -> list:
+  """--shapes: a row per op of each 3x3 convolution of SHAPES."""
+  from jaxposter.models import cpu_ops  # pylint: disable=import-outside-toplevel
+  rows = []
+  for h, w, cin, cout, s in SHAPES:
+    call = ("conv", (args.batch, h, w, cin), (3, 3, cout, 1), (s, s), ((1, 1), (1, 1)))
+    route = "patches" if cpu_ops.takes_patches(call[1], (3, 3, cin, cout), *call[3:]) else "lax"
+    name = f"{h}x{w}, {cin}->{cout}" + (f" /{s}" if s > 1 else "")
+    rows += [[name, op.removeprefix("conv "), ms(j), ms(t), f"{j / t:.2f}", *map(ms, other), route]
+             for op, (j, *other, t) in time_call(call, args).items()]
+  return rows
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", nargs="+", default=["scratch", "resnet18"],
                       choices=list(bench_vs_torch.BENCHES))
+  parser.add_argument("--shapes", action="store_true",
+                      help="one 3x3 convolution on SHAPES instead of the models' ops")
+  parser.add_argument("--batch", type=int, default=64, help="--shapes: the batch")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--threads", type=int, default=1, help="torch threads")
   parser.add_argument("--verbose", action="store_true", help="every call's times on stderr")
   args = parser.parse_args()
   import jax  # pylint: disable=import-outside-toplevel
-  import _common  # pylint: disable=import-outside-toplevel  (imports jax)
   torch.set_num_threads(args.threads)
-  rows = []
-  for name in args.models:
-    rows += profile(_common, name, args)
-    print(f"{name} done", file=sys.stderr, flush=True)
+  lowered = ["jax ms, convs all lax", "jax ms, convs all patches"]
+  if args.shapes:
+    rows = shape_rows(args)
+    header = ["map, channels", "op", "jax ms", "torch ms", "jax / torch", *lowered, "route"]
+  else:
+    rows = [row for name in args.models for row in profile(name, args)]
+    header = ["model", "op kind", "jax ms", "torch ms", "jax / torch", *lowered]
   print(f"jax {jax.__version__} on {jax.device_count()} CPU device(s); torch "
         f"{torch.__version__} with {args.threads} thread(s); median of {args.steps}, "
-        f"milliseconds per training step (op time x calls per step)")
-  print(_common.markdown_table(["model", "op kind", "jax ms", "torch ms", "jax / torch",
-                               "jax ms, convs all lax", "jax ms, convs all patches"], rows))
+        "milliseconds" + (f", batch {args.batch}" if args.shapes else
+                          " per training step (op time x calls per step)"))
+  print(_common.markdown_table(header, rows))
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ at the size training reads (the default) and, for `movie_posters`, as originals
 interleaved; beside the posters/s of each thread count, posters per CPU-second of the process
 with the fewest threads: what one core delivers, which a loaded host hides from wall time.
 
-  nice -n 10 .venv/bin/python bench/bench_pipeline.py --manual_dir /path/to/moviegenre --threads 1 2 \
-      --configs demo scratch custom_cnn resnet18 resnet50 densenet201    # ~5 min
+  nice -n 10 .venv/bin/python bench/bench_pipeline.py --manual_dir /path/to/moviegenre \
+      --threads 1 2 --configs demo scratch custom_cnn resnet18 resnet50 densenet201   # ~5 min
 
 Records of past runs: docs/benchmarks.md.
 """

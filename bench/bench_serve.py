@@ -1,8 +1,8 @@
 """`--mode serve`: seconds from launch to the first answer, and one poster's latency; with
 --load, the server's memory under a burst of large-pixel uploads.
 
-  .venv/bin/python bench/bench_serve.py --workdir runs/scratch                 # one model
-  .venv/bin/python bench/bench_serve.py --workdir runs/a,runs/b --poster x.jpg  # an ensemble, your poster
+  .venv/bin/python bench/bench_serve.py --workdir runs/scratch                  # one model: ~2 min
+  .venv/bin/python bench/bench_serve.py --workdir runs/a,runs/b --poster x.jpg   # an ensemble
   nice -n 15 .venv/bin/python bench/bench_serve.py --workdir runs/scratch --load  # 64 x 36 MP PNGs
 
 Start-up: from `python launch.py ... --mode serve --port 0` to the first answer of GET
@@ -36,22 +36,18 @@ import time
 import urllib.error
 import urllib.request
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+import _common
 
 
 def launch(workdir: str, env: dict) -> tuple[subprocess.Popen, str, float]:
   """(process, url, seconds until GET /api/model answered)."""
   start = time.perf_counter()
-  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch.py"), "--workdir", workdir,
-                           "--mode", "serve", "--port", "0"], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  for line in proc.stdout:
-    if line.startswith("serving "):
-      url = re.search(r" at (http://\S+/) ", line).group(1)
-      with urllib.request.urlopen(url + "api/model") as r:
-        json.loads(r.read())
-      return proc, url, time.perf_counter() - start
-  raise RuntimeError(f"launch.py --mode serve ended (exit {proc.wait()}) before serving")
+  proc, line, _ = _common.launch(["--workdir", workdir, "--mode", "serve", "--port", "0"], env,
+                                 lambda line: line.startswith("serving "))
+  url = re.search(r" at (http://\S+/) ", line).group(1)
+  with urllib.request.urlopen(url + "api/model") as r:
+    json.loads(r.read())
+  return proc, url, time.perf_counter() - start
 
 
 def synthetic_poster() -> bytes:
@@ -172,17 +168,12 @@ def main():
   p.add_argument("--megapixels", type=float, default=36.0, help="--load: each upload's size")
   p.add_argument("--timeout", type=float, default=120.0, help="--load: seconds per request")
   a = p.parse_args()
-  if a.load:
-    with tempfile.TemporaryDirectory(prefix="jaxposter_serve_") as tmp:
-      env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "xla"))
-      sys.exit(0 if load(a, env) else 1)
   with tempfile.TemporaryDirectory(prefix="jaxposter_serve_") as tmp:
-    if a.poster:
-      with open(a.poster, "rb") as f:
-        poster = f.read()
-    else:
-      poster = synthetic_poster()
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "xla"))
+    env = _common.fresh_cache_env(tmp)
+    if a.load:
+      sys.exit(0 if load(a, env) else 1)
+    with open(a.poster, "rb") if a.poster else io.BytesIO(synthetic_poster()) as f:
+      poster = f.read()
     startups, latency = [], {"predict": [], "saliency?genre=": []}
     for _ in range(1 + a.runs):
       proc, url, took = launch(a.workdir, env)

@@ -1,6 +1,6 @@
 """Seconds from `python launch.py` to the first finished train step, cold and warm cache.
 
-  .venv/bin/python bench/bench_startup.py                      # ResNet50 at 224x224, batch 16
+  .venv/bin/python bench/bench_startup.py          # ResNet50 at 224x224, batch 16: ~2 min
   .venv/bin/python bench/bench_startup.py --config custom_cnn --runs 3
 
 Each run trains a fresh workdir on the embedded synthetic posters (prepared before timing)
@@ -13,27 +13,18 @@ Records of past runs: docs/benchmarks.md.
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+import _common
+from jaxposter.data import builder  # pylint: disable=wrong-import-order  (imports no jax)
 
 
 def first_step_seconds(args: list[str], env: dict) -> float:
-  """Wall time until the process prints its first step line; the process is then killed."""
-  start = time.perf_counter()
-  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=ROOT,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  try:
-    for line in proc.stdout:
-      if line.lstrip().startswith("step 1 "):
-        return time.perf_counter() - start
-    raise RuntimeError(f"launch.py ended before its first step (exit {proc.wait()})")
-  finally:
-    proc.kill()
-    proc.wait()
+  """Wall time until launch.py prints its first step line; the process is then killed."""
+  proc, _, seconds = _common.launch(args, env, lambda line: line.lstrip().startswith("step 1 "))
+  proc.kill()
+  proc.wait()
+  return seconds
 
 
 def main():
@@ -44,7 +35,7 @@ def main():
   p.add_argument("--runs", type=int, default=2, help="warm runs (median)")
   a = p.parse_args()
   with tempfile.TemporaryDirectory(prefix="jaxposter_startup_") as tmp:
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "xla"))
+    env, data_dir = _common.fresh_cache_env(tmp), os.path.join(tmp, "tfds")
 
     def args(name: str) -> list[str]:
       return ["--config", f"configs/{a.config}.py", "--workdir", os.path.join(tmp, name),
@@ -52,14 +43,9 @@ def main():
               "--config.data.normalization=unit", f"--config.data.image_height={a.size[0]}",
               f"--config.data.image_width={a.size[1]}", f"--config.batch_size={a.batch}",
               f"--config.eval_batch_size={a.batch}", "--config.progress_bar=False",
-              "--config.log_every_steps=1", f"--config.data.data_dir={os.path.join(tmp, 'tfds')}"]
+              "--config.log_every_steps=1", f"--config.data.data_dir={data_dir}"]
 
-    subprocess.run([sys.executable, "-c",
-                    "from jaxposter import config_files; from jaxposter.data import builder;"
-                    "c = config_files.load('configs/default.py');"
-                    f"c.data.data_dir = {os.path.join(tmp, 'tfds')!r};"
-                    "builder.prepare(c.data, quiet=True)"], cwd=ROOT, check=True,
-                   capture_output=True)
+    builder.prepare(_common.load_config("default", {"data.data_dir": data_dir}).data, quiet=True)
     cold = first_step_seconds(args("cold"), env)
     warm = [first_step_seconds(args(f"warm{i}"), env) for i in range(a.runs)]
   print(f"{a.config} {a.size[0]}x{a.size[1]}, batch {a.batch}: first step after {cold:.1f} s "

@@ -90,7 +90,8 @@ def paper_cnn(num_classes: int, dropout_rate: float, features=(64, 128, 256),
               hidden: int = 4096, pool_size: int = 7, batch_norm: bool = False,
               convs_per_stage=1) -> nn.Module:
   layers, cin = [], 3
-  counts = [convs_per_stage] * len(features) if isinstance(convs_per_stage, int) else convs_per_stage
+  counts = ([convs_per_stage] * len(features) if isinstance(convs_per_stage, int)
+            else convs_per_stage)
   for i, (f, n) in enumerate(zip(features, counts)):
     for _ in range(n):
       layers += ([nn.Conv2d(cin, f, 3, padding=1, bias=False), nn.BatchNorm2d(f)] if batch_norm

@@ -49,13 +49,14 @@ def new_model_kwargs(argv: list[str], parse_config: Callable) -> tuple[list[str]
     if not m or m.group(1) in have:
       rest.append(arg)
     elif m.group(2) or not args or args[0].startswith("-"):  # --x=v, or bare: True
-      new[m.group(1)] = _literal(m.group(2)[1:] if m.group(2) else "True")
+      new[m.group(1)] = literal(m.group(2)[1:] if m.group(2) else "True")
     else:  # --x v
-      new[m.group(1)] = _literal(args.pop(0))
+      new[m.group(1)] = literal(args.pop(0))
   return rest, new
 
 
-def _literal(text: str):
+def literal(text: str):
+  """A command-line value as the Python literal it spells, else as the text."""
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
