@@ -38,7 +38,9 @@ def color_jitter(key: jax.Array, x: jax.Array, brightness: float = 0.0, contrast
   if brightness:
     x = x * _factors(kb, brightness)
   if contrast:
-    grey = (x @ _LUMA).mean(axis=(1, 2))[:, None, None, None]
+    # Each image's mean, summed in a fixed order: the same bits on any batch split.
+    grey = global_batch.fixed_order_sum((x @ _LUMA).reshape(x.shape[0], -1), axis=1)
+    grey = (grey / (x.shape[1] * x.shape[2]))[:, None, None, None]
     x = grey + _factors(kc, contrast) * (x - grey)
   if saturation:
     grey = (x @ _LUMA)[..., None]
@@ -58,6 +60,9 @@ def mix(key: jax.Array, images: jax.Array, labels: jax.Array, mixup_alpha: float
   if not (mixup_alpha or cutmix_alpha):
     return images, y
   k_lam, k_switch, k_box = jax.random.split(key, 3)
+  # The blend reads images materialised first: fused with the ops that made them, XLA rounds
+  # it differently under pmap than under jit.
+  images = jax.lax.optimization_barrier(images)
   other_x, other_y = (global_batch.reverse(v, axis_name) for v in (images, y))
   n, h, w, _ = images.shape
 

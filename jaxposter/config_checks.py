@@ -50,6 +50,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0"),
       (config.optimizer.name in train_state.OPTIMIZERS,
        f"optimizer.name must be one of {', '.join(train_state.OPTIMIZERS)}"),
+      (config.reduction_shards >= 0 and config.batch_size % max(config.reduction_shards, 1) == 0,
+       "reduction_shards must be >= 0 (0: off) and divide batch_size"),
       (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
       (config.log_every_steps >= 1, "log_every_steps must be >= 1"),
       (config.checkpoint.every_steps >= 0, "checkpoint.every_steps must be >= 0 (0: none)"),

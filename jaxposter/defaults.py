@@ -113,6 +113,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch_size = 64  # global: split over all devices of all hosts
   c.eval_batch_size = 64
   c.parallelism = "jit"
+  # > 0: gradients summed in a fixed order over this many fixed shards of the global batch, so
+  # a run gives bit-for-bit the same numbers on any device count dividing it, under jit and
+  # pmap; BatchNorm then normalises each shard alone. 0: XLA's reduction order (fastest)
+  c.reduction_shards = 0
   # CPU-only hosts: split the CPU into this many devices (0 = one per core, up to 8, dividing
   # the batch sizes); XLA:CPU runs devices side by side (jaxposter/runtime.py)
   c.cpu_devices = 0

@@ -134,7 +134,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, platform: s
   m = config.model
   return models.create_model(
       m.name, num_classes, dtype=m.dtype, dropout_rate=m.dropout_rate, frozen_bn=m.freeze_backbone,
-      bn_axis_name=steps_lib.PMAP_AXIS if config.parallelism == "pmap" else None,
+      bn_axis_name=(steps_lib.PMAP_AXIS if config.parallelism == "pmap"
+                    and not config.reduction_shards else None),
       ops=cpu_ops.model_ops(config.cpu_filter_grad) if platform == "cpu" else None,
       **m.kwargs.to_dict(), **({"remat": True} if m.remat else {}))
 
@@ -149,6 +150,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
   try:
     if not read_only:  # eval and predict never take a training step
       mesh_lib.check_batch_size(config.batch_size, mesh)
+      mesh_lib.check_reduction_shards(config.reduction_shards, mesh)
     mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     if genres is None:
       data = _prepare_once(config.data)
@@ -162,7 +164,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, read_only: bool = 
   d = config.data
   steps = steps_lib.Steps(mesh, d.normalization, config.parallelism,
                          losses.make(config.loss, _pos_weight(config, data)),
-                         augment.options(config), config.ema_decay, config.tta_flip)
+                         augment.options(config), config.ema_decay, config.tta_flip,
+                         config.reduction_shards)
   ckpt = checkpoints or checkpoint.Checkpoints(
       os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
       keep_best=config.checkpoint.keep_best, read_only=read_only,

@@ -75,6 +75,13 @@ def check_batch_size(global_batch: int, mesh: Mesh, what: str = "batch_size") ->
         f"e.g. --config.{what}={fix}")
 
 
+def check_reduction_shards(shards: int, mesh: Mesh) -> None:
+  """Fixed-order sums need whole shards on every device."""
+  if shards % mesh.devices.size:
+    raise ValueError(f"config.reduction_shards={shards} does not divide over "
+                     f"{mesh.devices.size} devices; use a multiple of {mesh.devices.size}")
+
+
 def replicate_host(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
   """A host value that every process holds -> one array replicated over the whole mesh."""
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])

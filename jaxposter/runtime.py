@@ -47,6 +47,10 @@ def usable_cores() -> int:
   return len(usable_core_ids())
 
 
+# The config fields the automatic CPU split divides, in the order `configure` takes them.
+_DIVIDED = ("batch_size", "eval_batch_size", "reduction_shards")
+
+
 def cpu_device_count(requested: int, batch_sizes: tuple[int, ...], cores: int) -> int:
   """`requested` > 0 as given; 0 = automatic: the most devices, at most one per core (and
   8), that divide every batch size."""
@@ -62,7 +66,7 @@ def split_notice(requested: int, batch_sizes: tuple[int, ...], cores: int, n: in
   most = max(1, min(cores, 8))
   if requested > 0 or n == most:
     return ""
-  sizes = " and ".join(f"{k}={v}" for k, v in zip(("batch_size", "eval_batch_size"), batch_sizes))
+  sizes = " and ".join(f"{k}={v}" for k, v in zip(_DIVIDED, batch_sizes))
   per_core = "one per core" + (", at most 8" if cores > 8 else "")
   return (f"jaxposter: the CPU runs as {n} device{'s' if n > 1 else ''}, not {most} ({per_core}): "
           f"{n} is the most that divides {sizes}; multiples of {most} use every core (or set "
@@ -70,11 +74,20 @@ def split_notice(requested: int, batch_sizes: tuple[int, ...], cores: int, n: in
 
 
 def configure(cpu_devices: int = 0, batch_sizes: tuple[int, ...] = (),
-              compilation_cache: str = "") -> None:
-  """Sets the CPU device count (unless XLA_FLAGS already does, e.g. tests forcing 8) and the
-  compilation cache folder ("" = off). Call before jax is imported."""
+              compilation_cache: str = "", reduction_shards: int = 0) -> None:
+  """Sets the CPU device count (unless XLA_FLAGS already does, e.g. tests forcing 8), with
+  `reduction_shards` XLA:CPU's thread pool, and the compilation cache folder ("" = off).
+  Call before jax is imported."""
   flags = os.environ.get("XLA_FLAGS", "")
-  if _DEVICE_FLAG not in flags and not os.environ.get("JAX_PLATFORMS", "").startswith(("gpu", "cuda", "tpu")):
+  on_cpu = not os.environ.get("JAX_PLATFORMS", "").startswith(("gpu", "cuda", "tpu"))
+  if reduction_shards:
+    batch_sizes = (*batch_sizes, reduction_shards)
+    if on_cpu and "NPROC" not in os.environ:
+      # XLA:CPU cuts a convolution into one task per thread of its pool (NPROC, else the
+      # cores, raised to the device count), and the cut changes the rounding: a pool the
+      # size of the largest split the shards allow keeps the bits on every device count.
+      os.environ["NPROC"] = str(max(usable_cores(), reduction_shards))
+  if _DEVICE_FLAG not in flags and on_cpu:
     n = cpu_device_count(cpu_devices, batch_sizes, usable_cores())
     os.environ["XLA_FLAGS"] = f"{flags} {_DEVICE_FLAG}={n}".strip()
     adapted = split_notice(cpu_devices, batch_sizes, usable_cores(), n)
@@ -104,7 +117,7 @@ def configure_for(config, workdirs: list[str]) -> None:
       settings = {}  # the mode itself reports a missing or broken workdir
   batch_sizes = tuple(settings[k] for k in ("batch_size", "eval_batch_size") if k in settings)
   configure(settings.get("cpu_devices", 0), batch_sizes,
-            settings.get("compilation_cache", DEFAULT_CACHE))
+            settings.get("compilation_cache", DEFAULT_CACHE), settings.get("reduction_shards", 0))
 
 
 def huge_page_env(environ, platform: str = sys.platform, thp: str = THP_SETTING) -> dict | None:

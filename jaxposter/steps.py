@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxposter import augment, losses, mesh as mesh_lib
+from jaxposter import augment, global_batch, losses, mesh as mesh_lib
 from jaxposter.train_state import TrainState, inference_variables, update_ema
 
 
@@ -49,7 +49,7 @@ def _train_apply(state: TrainState, params, images, rngs):
 
 def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization: str,
                loss_fn: Callable = losses.bce, augment_options: dict | None = None,
-               ema_decay: float = 0.0, axis_name: str | None = None):
+               ema_decay: float = 0.0, axis_name: str | None = None, shards: int = 0):
   """One optimizer step on a batch. Returns the new state and summed metrics of the batch.
 
   Every random draw comes from fold_in(key, step), so the same step draws the same after any
@@ -60,6 +60,10 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization:
   any device count and under `pmap`. With `axis_name` (pmap) gradients are averaged and
   metrics summed over the devices. Train metrics count a genre as present where its (mixed)
   label is >= 0.5.
+
+  `shards` (> 0, needs `axis_name`): the gradient is summed in a fixed order over that many
+  fixed shards of the global batch, BatchNorm statistics taken per shard and the new running
+  ones averaged, so the step's bits do not depend on the device count either.
   """
   key = jax.random.fold_in(key, state.step)
   if augment_options:
@@ -73,13 +77,21 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization:
   else:
     images, labels = normalize(batch["image"], normalization), batch["label"]
 
-  def objective(params):
-    logits, batch_stats = _train_apply(state, params, images, {"dropout": key})
-    return loss_fn(logits, labels).mean(), (logits, batch_stats)
+  def objective(params, x, y, rng, count):
+    logits, batch_stats = _train_apply(state, params, x, {"dropout": rng})
+    return loss_fn(logits, y).sum() / count, (logits, batch_stats)
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-  if axis_name:
-    grads = jax.lax.pmean(grads, axis_name)
+  if shards:  # the same bits on any split: see global_batch.sharded_value_and_grad
+    loss, (logits, batch_stats), grads = global_batch.sharded_value_and_grad(
+        objective, state.params, images, labels, key, shards, axis_name)
+    logits = logits.reshape(-1, logits.shape[-1])
+    batch_stats = None if batch_stats is None else jax.tree.map(
+        lambda a: global_batch.device_total(a, axis_name) / shards, batch_stats)
+  else:
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params, images, labels, key, labels.shape[0])
+    if axis_name:
+      grads = jax.lax.pmean(grads, axis_name)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if ema_decay:
     new_state = update_ema(new_state, ema_decay)
@@ -143,13 +155,19 @@ class Steps:
 
   def __init__(self, mesh: Mesh, normalization: str, parallelism: str,
                loss_fn: Callable = losses.bce, augment_options: dict | None = None,
-               ema_decay: float = 0.0, tta_flip: bool = False):
+               ema_decay: float = 0.0, tta_flip: bool = False, shards: int = 0):
     self.mesh, self.parallelism = mesh, parallelism
     repl, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh)
     step = functools.partial(train_step, normalization=normalization, loss_fn=loss_fn,
-                             augment_options=augment_options, ema_decay=ema_decay)
+                             augment_options=augment_options, ema_decay=ema_decay, shards=shards)
     evaluate = functools.partial(eval_step, normalization=normalization, tta_flip=tta_flip)
-    if parallelism == "jit":
+    if parallelism == "jit" and shards:
+      # Each device runs pmap's program on its share (`shard_map`), collectives named.
+      body = functools.partial(_summed, functools.partial(step, axis_name=mesh_lib.DATA_AXIS))
+      self._train = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(mesh_lib.DATA_AXIS), P()),
+                                          out_specs=(P(), P()), check_vma=False), donate_argnums=(0,))
+      self._eval = jax.jit(evaluate, in_shardings=(repl, data), out_shardings=data)
+    elif parallelism == "jit":
       self._train = jax.jit(functools.partial(_summed, step),
                             in_shardings=(repl, repl, data, repl), out_shardings=(repl, repl),
                             donate_argnums=(0,))

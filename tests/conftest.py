@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,3 +104,26 @@ def write_config(directory, base: str, **fields) -> str:
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
   return path
+
+
+def restored_state(workdir: str, step: int):
+  """A checkpoint's whole state (weights, BatchNorm statistics, optimizer state), restored
+  by jaxposter's own code, on the host."""
+  import jax
+  from jaxposter import restore, saved_config
+  from jaxposter.experiment import setup
+  exp = setup(saved_config.load(workdir), workdir, read_only=True)
+  state = restore.load_state(exp, step, exp.checkpoints.restore_meta(step), exp.steps_per_epoch())
+  exp.checkpoints.close()
+  return jax.device_get(state)
+
+
+def assert_same_state(workdir: str, reference: str, step: int) -> None:
+  """The checkpoints at `step` of two runs hold exactly the same state, optimizer included."""
+  import jax
+  a, b = (jax.tree_util.tree_leaves_with_path(restored_state(w, step))
+          for w in (workdir, reference))
+  assert [path for path, _ in a] == [path for path, _ in b]
+  assert any("opt_state" in jax.tree_util.keystr(path) for path, _ in a)
+  for (path, x), (_, y) in zip(a, b):
+    np.testing.assert_array_equal(x, y, err_msg=f"step {step}: {jax.tree_util.keystr(path)}")

@@ -10,7 +10,7 @@ import signal
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli, tiny_overrides
+from tests.conftest import assert_same_state, restored_state, run_cli, tiny_overrides
 
 
 def _log(workdir):
@@ -23,28 +23,6 @@ def _eval(workdir, *extra):
   step = int(re.search(r"checkpoint at step (\d+)", proc.stdout).group(1))
   with open(os.path.join(workdir, f"eval_step{step}.json")) as f:
     return step, json.load(f)
-
-
-def _restored(workdir: str, step: int):
-  """A checkpoint's whole state (weights, BatchNorm statistics, optimizer state), restored
-  by jaxposter's own code, on the host."""
-  import jax
-  from jaxposter import restore, saved_config
-  from jaxposter.experiment import setup
-  exp = setup(saved_config.load(workdir), workdir, read_only=True)
-  state = restore.load_state(exp, step, exp.checkpoints.restore_meta(step), exp.steps_per_epoch())
-  exp.checkpoints.close()
-  return jax.device_get(state)
-
-
-def _assert_same_state(workdir: str, reference: str, step: int) -> None:
-  """The checkpoints at `step` of two runs hold exactly the same state, optimizer included."""
-  import jax
-  a, b = (jax.tree_util.tree_leaves_with_path(_restored(w, step)) for w in (workdir, reference))
-  assert [path for path, _ in a] == [path for path, _ in b]
-  assert any("opt_state" in jax.tree_util.keystr(path) for path, _ in a)
-  for (path, x), (_, y) in zip(a, b):
-    np.testing.assert_array_equal(x, y, err_msg=f"step {step}: {jax.tree_util.keystr(path)}")
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +89,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(trained, tiny_data_
     assert "Resumed from the checkpoint of epoch 1" in resumed.stdout
   assert [r["epoch"] for r in _log(workdir)] == [1, 2, 3]
   for step in (12, 18):
-    _assert_same_state(workdir, reference, step)
+    assert_same_state(workdir, reference, step)
 
 
 def test_mid_epoch_checkpoints_resume_mid_epoch(trained, tiny_data_dir, tmp_path):
@@ -126,7 +104,7 @@ def test_mid_epoch_checkpoints_resume_mid_epoch(trained, tiny_data_dir, tmp_path
   resumed = run_cli(args)
   assert "(step 8)" in resumed.stdout
   assert [r["epoch"] for r in _log(workdir)] == [1, 2, 3]
-  _assert_same_state(workdir, reference, 18)
+  assert_same_state(workdir, reference, 18)
   step, _ = _eval(workdir)  # the best is an epoch's end, never a mid-epoch save
   assert step % 6 == 0
 
@@ -170,7 +148,7 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_previous_step(trained, tin
   for split in ("validation", "test"):
     for k in ("OF1", "mAP", "loss"):
       assert log[-1][split][k] == pytest.approx(clean[-1][split][k], rel=1e-6), (split, k)
-  _assert_same_state(workdir, reference, 18)
+  assert_same_state(workdir, reference, 18)
 
 
 def test_eval_needs_no_optimizer_state(trained, tmp_path):
@@ -338,11 +316,17 @@ def test_eval_takes_config_overrides_on_the_saved_config(trained):
     assert result[k] == pytest.approx(logged[k], rel=1e-5, abs=1e-6), k
 
 
-def test_batch_size_must_divide_over_devices(tiny_data_dir, tmp_path):
+@pytest.mark.parametrize("override, message", [
+    ("batch_size=12", "batch_size=12 does not divide over 8 devices"),
+    ("reduction_shards=4", "reduction_shards=4 does not divide over 8 devices"),
+])
+def test_batch_size_and_shards_must_divide_over_devices(tiny_data_dir, tmp_path, override,
+                                                        message):
+  key, value = override.split("=")
   proc = run_cli(["--config", "configs/demo.py", "--workdir", str(tmp_path / "w"),
-                  *tiny_overrides(tiny_data_dir, batch_size=12)],
+                  *tiny_overrides(tiny_data_dir, **{key: value})],
                  env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, check=False)
-  assert proc.returncode == 2 and "batch_size=12 does not divide over 8 devices" in proc.stderr
+  assert proc.returncode == 2 and message in proc.stderr
   assert "Traceback" not in proc.stderr
 
 
@@ -420,7 +404,7 @@ def _assert_each_ingredient_is_on(workdir: str, step: int) -> None:
   from jaxposter.experiment import setup
   config = saved_config.load(workdir)
   exp = setup(config, workdir, read_only=True)
-  state = _restored(workdir, step)
+  state = restored_state(workdir, step)
   leaves = lambda tree: [np.asarray(x) for x in jax.tree.leaves(tree)]
   differ = lambda a, b: any(not np.allclose(x, y, rtol=0, atol=1e-7)
                             for x, y in zip(leaves(a), leaves(b)))

@@ -240,6 +240,7 @@ def test_a_read_only_workdir_is_one_line(one_epoch, tiny_data_dir):
 @pytest.mark.parametrize("override, message", [
     ("log_every_steps=0", "log_every_steps must be >= 1"),  # was a ZeroDivisionError
     ("data.synthetic.num_validation=0", "num_validation"),  # was TFDS's AssertionError
+    ("reduction_shards=5", "reduction_shards must be >= 0 (0: off) and divide batch_size"),
 ])
 def test_config_values_that_cannot_train_are_one_line(override, message, tiny_data_dir,
                                                       tmp_path):

@@ -1,5 +1,7 @@
 """jit vs pmap, 1 vs 8 devices, several processes: the same numbers every way, with dropout,
-colour jitter and mixup / cutmix on (every random draw keyed by the example's global position).
+colour jitter, mixup / cutmix and BatchNorm on. With `reduction_shards` the runs are equal to
+the last bit (fixed shards, sums in a fixed order); without, every random draw is still keyed
+by the example's global position, and XLA's reduction order moves only the rounding.
 
 The runs use the real CLI in subprocesses (the device count is fixed when jax starts); the
 train step's split-independence is also checked in-process, with `jax.vmap` over a named axis
@@ -20,7 +22,8 @@ import pytest
 
 from jaxposter import global_batch, steps, train_state
 from jaxposter.models import cnn
-from tests.conftest import ROOT, free_port, run_cli, tiny_overrides, write_config
+from tests.conftest import (ROOT, assert_same_state, free_port, run_cli, tiny_overrides,
+                            write_config)
 
 EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 AXIS = "devices"
@@ -29,6 +32,7 @@ AXIS = "devices"
 AUGMENT = {"augment__brightness": 0.3, "augment__contrast": 0.3, "augment__saturation": 0.3,
            "augment__mixup_alpha": 0.4, "augment__cutmix_alpha": 1.0}
 RANDOM = {"model__dropout_rate": 0.5, **AUGMENT}
+EXACT = {**RANDOM, "reduction_shards": 8}  # the CLI runs below: 8 shards of 2 posters
 
 
 def _split(x, devices: int):
@@ -49,6 +53,19 @@ def test_example_keys_and_reversal_do_not_depend_on_the_split(devices):
   reversed_shares = jax.vmap(functools.partial(global_batch.reverse, axis_name=AXIS),
                              axis_name=AXIS)(_split(x, devices))
   np.testing.assert_array_equal(reversed_shares.reshape(x.shape), x[::-1])
+
+
+@pytest.mark.parametrize("n", [1, 5, 8, 777])
+def test_fixed_order_sum_has_the_same_bits_on_any_batch(n):
+  """Per-row sums of a batch of 32 == those of its 8 shares of 4, bit for bit (XLA's own
+  reductions change order with the batch size), and == the float64 sum to float32 rounding."""
+  x = np.random.default_rng(n).standard_normal((32, n)).astype(np.float32)
+  total = jax.jit(functools.partial(global_batch.fixed_order_sum, axis=1))
+  whole = np.asarray(total(x))
+  np.testing.assert_array_equal(np.concatenate([total(x[i:i + 4]) for i in range(0, 32, 4)]),
+                                whole)
+  np.testing.assert_allclose(whole, x.astype(np.float64).sum(1), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(global_batch.fixed_order_sum(x.T), whole)  # axis 0
 
 
 def test_train_step_does_not_depend_on_the_split():
@@ -87,14 +104,17 @@ def _log(workdir):
     return [json.loads(line) for line in f]
 
 
-def _same_run(a, b, rel=1e-5):
+def _same_run(a, b):
+  """The same training to the last bit (train losses, the final state, optimizer included);
+  eval's metrics to 1e-5 (a device's eval batch, and so XLA's rounding, follows the split)."""
   la, lb = _log(a), _log(b)
   assert len(la) == len(lb)
   for ra, rb in zip(la, lb):
-    assert ra["train"]["loss"] == pytest.approx(rb["train"]["loss"], rel=rel)
+    assert ra["train"]["loss"] == rb["train"]["loss"]
     for split in ("validation", "test"):
-      for k in ("loss", "OF1", "mAP", "CF1"):
-        assert ra[split][k] == pytest.approx(rb[split][k], rel=rel, abs=1e-6), (split, k)
+      for k in ("loss", "OF1", "mAP", "CF1", "ROC_AUC"):
+        assert ra[split][k] == pytest.approx(rb[split][k], rel=1e-5, abs=1e-6), (split, k)
+  assert_same_state(a, b, la[-1]["step"])
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +134,13 @@ def _train(config, workdir, data_dir, env=None, **extra):
 
 @pytest.fixture(scope="module")
 def jit_one(bn_config, tiny_data_dir, tmp_path_factory):
-  return _train(bn_config, tmp_path_factory.mktemp("j1") / "w", tiny_data_dir, **RANDOM)
+  return _train(bn_config, tmp_path_factory.mktemp("j1") / "w", tiny_data_dir, **EXACT)
 
 
 @pytest.fixture(scope="module")
 def pmap_eight(bn_config, tiny_data_dir, tmp_path_factory):
   return _train(bn_config, tmp_path_factory.mktemp("p8") / "w", tiny_data_dir, EIGHT,
-                parallelism="pmap", **RANDOM)
+                parallelism="pmap", **EXACT)
 
 
 def test_pmap_on_8_devices_matches_jit_on_1(pmap_eight, jit_one):
@@ -128,7 +148,7 @@ def test_pmap_on_8_devices_matches_jit_on_1(pmap_eight, jit_one):
 
 
 def test_jit_on_8_devices_matches_jit_on_1(bn_config, jit_one, tiny_data_dir, tmp_path):
-  _same_run(_train(bn_config, tmp_path / "j8", tiny_data_dir, EIGHT, **RANDOM), jit_one)
+  _same_run(_train(bn_config, tmp_path / "j8", tiny_data_dir, EIGHT, **EXACT), jit_one)
 
 
 @pytest.mark.parametrize("off", ["model__dropout_rate", "augment"])
@@ -137,7 +157,7 @@ def test_the_compared_runs_draw_dropout_and_augmentation(bn_config, jit_one, tin
   """Without dropout, or without the augmentation, the first epoch trains otherwise: the
   comparisons above compare runs that draw both."""
   changed = dict.fromkeys(AUGMENT, 0.0) if off == "augment" else {off: 0.0}
-  w = _train(bn_config, tmp_path / off, tiny_data_dir, **{**RANDOM, **changed}, num_epochs=1)
+  w = _train(bn_config, tmp_path / off, tiny_data_dir, **{**EXACT, **changed}, num_epochs=1)
   assert _log(w)[0]["train"]["loss"] != pytest.approx(_log(jit_one)[0]["train"]["loss"],
                                                       rel=1e-4)
 
@@ -180,7 +200,7 @@ def test_two_processes_train_like_one(bn_config, jit_one, tiny_data_dir, tmp_pat
   """jax.distributed on 127.0.0.1: 2 processes x 4 CPU devices == 1 process x 1 device."""
   workdir = str(tmp_path / "multi")
   port = free_port()
-  overrides = [o for o in tiny_overrides(tiny_data_dir, **RANDOM) if "model.kwargs" not in o]
+  overrides = [o for o in tiny_overrides(tiny_data_dir, **EXACT) if "model.kwargs" not in o]
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=4")
   procs = [subprocess.Popen(

@@ -16,6 +16,7 @@ from tests.conftest import run_cli, tiny_overrides
     (0, (64, 48), 3, 2),  # dividing every batch size
     (0, (6, 16), 8, 2),
     (0, (7, 64), 4, 1),
+    (0, (64, 64, 2), 4, 2),  # and reduction_shards
     (0, (), 4, 4),
 ])
 def test_cpu_device_count(requested, batches, cores, expected):
@@ -33,6 +34,22 @@ def test_configure_leaves_a_forced_device_count_alone(monkeypatch, tmp_path):
   runtime.configure(2, (64,), "")
   assert runtime.forced_device_count() == 2
   assert "--xla_cpu_multi_thread_eigen=true" in os.environ["XLA_FLAGS"]
+
+
+def test_configure_for_divides_reduction_shards(monkeypatch, tmp_path, capsys):
+  """An automatic split also divides `reduction_shards`, and says which number held it back;
+  XLA:CPU's thread pool is sized by the shards, not by the device count."""
+  for name in ("XLA_FLAGS", "NPROC"):  # unset here, restored (or unset) after the test
+    monkeypatch.setenv(name, "")
+    monkeypatch.delenv(name)
+  monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
+  (tmp_path / "config.json").write_text(
+      '{"batch_size": 64, "eval_batch_size": 64, "reduction_shards": 2, '
+      '"compilation_cache": ""}')
+  runtime.configure_for(None, [str(tmp_path)])
+  assert runtime.forced_device_count() == 2
+  assert "reduction_shards=2" in capsys.readouterr().out
+  assert os.environ["NPROC"] == "4"  # max(cores, shards)
 
 
 def _cache_entries(path) -> set[str]:
