@@ -98,6 +98,8 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization:
   metrics = batch_metrics(loss, logits, labels)
   if axis_name:
     metrics = jax.lax.psum(metrics, axis_name)
+  if shards:  # `loss` is the global batch's already: not re-added in the devices' order
+    metrics["loss_sum"] = loss * metrics["count"]
   return new_state, metrics
 
 
