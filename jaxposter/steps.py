@@ -163,16 +163,16 @@ class Steps:
     step = functools.partial(train_step, normalization=normalization, loss_fn=loss_fn,
                              augment_options=augment_options, ema_decay=ema_decay, shards=shards)
     evaluate = functools.partial(eval_step, normalization=normalization, tta_flip=tta_flip)
-    if parallelism == "jit" and shards:
-      # Each device runs pmap's program on its share (`shard_map`), collectives named.
-      body = functools.partial(_summed, functools.partial(step, axis_name=mesh_lib.DATA_AXIS))
-      self._train = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(mesh_lib.DATA_AXIS), P()),
-                                          out_specs=(P(), P()), check_vma=False), donate_argnums=(0,))
-      self._eval = jax.jit(evaluate, in_shardings=(repl, data), out_shardings=data)
-    elif parallelism == "jit":
-      self._train = jax.jit(functools.partial(_summed, step),
-                            in_shardings=(repl, repl, data, repl), out_shardings=(repl, repl),
-                            donate_argnums=(0,))
+    if parallelism == "jit":
+      if shards:  # each device runs pmap's program on its share, its collectives named
+        body = functools.partial(_summed, functools.partial(step, axis_name=mesh_lib.DATA_AXIS))
+        self._train = jax.jit(jax.shard_map(
+            body, mesh=mesh, in_specs=(P(), P(), P(mesh_lib.DATA_AXIS), P()),
+            out_specs=(P(), P()), check_vma=False), donate_argnums=(0,))
+      else:
+        self._train = jax.jit(functools.partial(_summed, step),
+                              in_shardings=(repl, repl, data, repl), out_shardings=(repl, repl),
+                              donate_argnums=(0,))
       self._eval = jax.jit(evaluate, in_shardings=(repl, data), out_shardings=data)
     elif parallelism == "pmap":
       # Metrics are psum-ed, the same on every device: totals go in and out as one copy.
