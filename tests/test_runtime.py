@@ -23,9 +23,17 @@ def test_cpu_device_count(requested, batches, cores, expected):
   assert runtime.cpu_device_count(requested, batches, cores) == expected
 
 
+def _unset(monkeypatch, *names):
+  """Unsets `names` for a test that calls `runtime.configure`, which sets them: monkeypatch
+  restores (or unsets again) each afterwards only if it recorded a value first."""
+  for name in names:
+    monkeypatch.setenv(name, "")
+    monkeypatch.delenv(name)
+
+
 def test_configure_leaves_a_forced_device_count_alone(monkeypatch, tmp_path):
+  _unset(monkeypatch, "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
   runtime.configure(2, (64,), str(tmp_path / "cache"))
   assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8"
   assert runtime.forced_device_count() == 8
@@ -39,9 +47,7 @@ def test_configure_leaves_a_forced_device_count_alone(monkeypatch, tmp_path):
 def test_configure_for_divides_reduction_shards(monkeypatch, tmp_path, capsys):
   """An automatic split also divides `reduction_shards`, and says which number held it back;
   XLA:CPU's thread pool is sized by the shards, not by the device count."""
-  for name in ("XLA_FLAGS", "NPROC"):  # unset here, restored (or unset) after the test
-    monkeypatch.setenv(name, "")
-    monkeypatch.delenv(name)
+  _unset(monkeypatch, "XLA_FLAGS", "NPROC")
   monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
   (tmp_path / "config.json").write_text(
       '{"batch_size": 64, "eval_batch_size": 64, "reduction_shards": 2, '
