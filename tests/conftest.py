@@ -21,6 +21,7 @@ TINY = {
     "model.kwargs.features": (4, 8, 8), "model.kwargs.hidden": 16,
     "batch_size": 16, "eval_batch_size": 16, "num_epochs": 2, "progress_bar": False,
     "test_every_epoch": True,  # tests compare per-epoch test metrics across runs
+    "reduction_shards": 0,  # the demo's 8 fixed shards: only where a test asks (test_parallel)
 }
 
 
