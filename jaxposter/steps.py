@@ -90,26 +90,28 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization:
   else:
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
         state.params, images, labels, key, labels.shape[0])
-    if axis_name:
-      grads = jax.lax.pmean(grads, axis_name)
+    if axis_name:  # the devices' shares are equal: the global batch's mean loss and gradient
+      grads, loss = jax.lax.pmean((grads, loss), axis_name)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if ema_decay:
     new_state = update_ema(new_state, ema_decay)
-  metrics = batch_metrics(loss, logits, labels)
-  if axis_name:
-    metrics = jax.lax.psum(metrics, axis_name)
-  if shards:  # `loss` is the global batch's already: not re-added in the devices' order
-    metrics["loss_sum"] = loss * metrics["count"]
-  return new_state, metrics
+  return new_state, batch_metrics(loss, logits, labels, axis_name)
 
 
-def batch_metrics(loss: jax.Array, logits: jax.Array, labels: jax.Array) -> dict:
-  """What a train step reports: sums over the batch, so steps add up to an epoch's."""
+def batch_metrics(loss: jax.Array, logits: jax.Array, labels: jax.Array,
+                  axis_name: str | None = None) -> dict:
+  """What a train step reports: sums over the global batch, so steps add up to an epoch's.
+  `loss` is the global batch's mean (the same on every device); the counts of this device's
+  `logits` and `labels` are summed over `axis_name`'s devices (whole numbers: exact in any
+  order)."""
   pred = logits >= 0.0  # sigmoid(logits) >= 0.5
   pos = labels >= 0.5
-  return {"loss_sum": loss * labels.shape[0], "count": jnp.float32(labels.shape[0]),
-          "tp": (pred & pos).sum(0), "pred": pred.sum(0), "pos": pos.sum(0),
-          "nonfinite": (~jnp.isfinite(loss)).astype(jnp.int32)}
+  counts = {"count": jnp.float32(labels.shape[0]),
+            "tp": (pred & pos).sum(0), "pred": pred.sum(0), "pos": pos.sum(0)}
+  if axis_name:
+    counts = jax.lax.psum(counts, axis_name)
+  return counts | {"loss_sum": loss * counts["count"],
+                   "nonfinite": (~jnp.isfinite(loss)).astype(jnp.int32)}
 
 
 def eval_step(state: TrainState, batch: dict, *, normalization: str,
