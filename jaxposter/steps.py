@@ -101,11 +101,9 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, normalization:
 def batch_metrics(loss: jax.Array, logits: jax.Array, labels: jax.Array,
                   axis_name: str | None = None) -> dict:
   """What a train step reports: sums over the global batch, so steps add up to an epoch's.
-  `loss` is the global batch's mean (the same on every device); the counts of this device's
-  `logits` and `labels` are summed over `axis_name`'s devices (whole numbers: exact in any
-  order)."""
-  pred = logits >= 0.0  # sigmoid(logits) >= 0.5
-  pos = labels >= 0.5
+  `loss`: the global batch's mean, the same on every device; the counts of this device's
+  `logits` and `labels` are summed over `axis_name` (whole numbers: exact in any order)."""
+  pred, pos = logits >= 0.0, labels >= 0.5  # sigmoid(logits) >= 0.5; (mixed) label >= 0.5
   counts = {"count": jnp.float32(labels.shape[0]),
             "tp": (pred & pos).sum(0), "pred": pred.sum(0), "pos": pos.sum(0)}
   if axis_name:
