@@ -9,10 +9,13 @@ The posters (182x268) upscaled 1.25x to 336x228; AdamW (backbone lr 2e-4, head 2
 0.01, cosine after a half-epoch warm-up), 5 epochs of batch 32; random resized crops (50-100%),
 flips, colour jitter 0.2, mixup (alpha 0.2); a weight EMA (0.99) and flip test-time averaging.
 Expected on the moviegenre-dev test split (top 5, best checkpoint by validation mAP, mean of
-seeds 0-1): validation mAP 0.548, test mAP 0.519 (0.517-0.521), macro ROC-AUC 0.737, OF1 0.604
-at the validation-tuned threshold; the two as an ensemble 0.526 / 0.743 / 0.614 (constant
-predictor: 0.294, 0.500, 0.534; configs/scratch.py: 0.456, 0.675, 0.569). About 36 minutes on a quiet 2-core CPU, plus about a minute to build the data
-set at this size the first time. At the posters' own size (--config.data.image_height=268
+seeds 0-2): validation mAP 0.550, test mAP 0.516 (0.510-0.521), macro ROC-AUC 0.735, OF1 0.606
+at the validation-tuned threshold; the three as an ensemble 0.525 / 0.742 / 0.618 (constant
+predictor: 0.294, 0.500, 0.534; configs/scratch.py: 0.456, 0.675, 0.569). About 36 minutes
+on a quiet 2-core CPU, plus about a minute to build the data set at this size the first time.
+Larger still (--config.data.image_height=384 --config.data.image_width=260
+--config.num_epochs=4; one seed so far): validation 0.559, test 0.524 / 0.744 / 0.612 in
+about 45 minutes. At the posters' own size (--config.data.image_height=268
 --config.data.image_width=182 --config.num_epochs=8) it trains in about 28 minutes to
 validation mAP 0.537-0.542 and test mAP 0.510 over 3 seeds. Lite1/Lite2:
 --config.model.name=efficientnet_lite1 (or lite2). docs/pretrained.md has the runs behind each
