@@ -48,6 +48,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.parallelism in ("jit", "pmap"), "parallelism must be 'jit' or 'pmap'"),
       (0.0 <= config.model.dropout_rate < 1.0, "model.dropout_rate must be in [0, 1)"),
       (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0"),
+      (0 < config.optimizer.layer_decay <= 1,
+       "optimizer.layer_decay must be in (0, 1] (1: one learning rate for the whole backbone)"),
       (config.optimizer.name in train_state.OPTIMIZERS,
        f"optimizer.name must be one of {', '.join(train_state.OPTIMIZERS)}"),
       (config.reduction_shards >= 0 and config.batch_size % max(config.reduction_shards, 1) == 0,

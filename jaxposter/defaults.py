@@ -74,6 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
   o.name = "adam"  # "adam", "adamw" or "sgd" (Nesterov momentum)
   o.learning_rate = 1e-4
   o.head_learning_rate = 0.0  # > 0: a separate learning rate for the head
+  o.layer_decay = 1.0  # < 1: the backbone's k-th module below its top learns at decay**k x lr
   o.weight_decay = 0.0  # adamw and sgd
   o.momentum = 0.9  # sgd only
   o.b1 = 0.9

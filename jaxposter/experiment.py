@@ -58,9 +58,11 @@ class Experiment:
 
   def new_state(self, steps_per_epoch: int, abstract: bool = False) -> train_state.TrainState:
     """A freshly initialised state; `abstract`: its shapes only, the target of a restore."""
-    tx = train_state.make_optimizer(self.config, steps_per_epoch)
     shape = (self.geom.height, self.geom.width, 3)
     try:
+      layers = (train_state.layer_order(self.model, shape)
+                if self.config.optimizer.layer_decay < 1 else None)
+      tx = train_state.make_optimizer(self.config, steps_per_epoch, layers)
       return train_state.create_state(self.model, tx, shape, self.config.seed,
                                 mesh_lib.replicated(self.mesh), ema=self.config.ema_decay > 0,
                                 abstract=abstract)

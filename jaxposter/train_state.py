@@ -78,10 +78,39 @@ def param_labels(params) -> dict:
           for name, sub in params.items()}
 
 
-def make_optimizer(config: ml_collections.ConfigDict,
-                   steps_per_epoch: int) -> optax.GradientTransformation:
+def layer_order(model: nn.Module, image_shape: tuple) -> list[str]:
+  """The model's top-level parameter modules in the order its forward pass creates them
+  (stem first, `head` last), read from an abstract init: nothing is compiled or run."""
+  order = []
+
+  def init(x):
+    order.extend(model.init({"params": jax.random.key(0)}, x, train=False)["params"])
+    return x
+
+  jax.eval_shape(init, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
+  return order
+
+
+def _layer_decay(layers: list[str], decay: float) -> optax.GradientTransformation:
+  """Layer-wise learning-rate decay: the updates of the k-th backbone module below the top of
+  `layers` (forward order) scaled by decay**k (its learning rate and, in AdamW, its decay);
+  the head's left as they are."""
+  backbone = [name for name in layers if name != "head"]
+  scale = {name: decay ** (len(backbone) - 1 - k) for k, name in enumerate(backbone)}
+
+  def update(updates, params=None):
+    del params
+    return {name: jax.tree.map(lambda u, s=scale.get(name, 1.0): u * s, sub)
+            for name, sub in updates.items()}
+
+  return optax.stateless(update)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                   layers: list[str] | None = None) -> optax.GradientTransformation:
   """Adam, AdamW or SGD, optional warm-up / cosine decay, clipping, and for fine-tuning a
-  separate head learning rate or a frozen backbone (optax.multi_transform)."""
+  separate head learning rate, layer-wise decay of the backbone's learning rate (`layers`:
+  the model's `layer_order`) or a frozen backbone (optax.multi_transform)."""
   o, m = config.optimizer, config.model
   tx = _base_optimizer(config, _schedule(config, o.learning_rate, steps_per_epoch))
   if m.freeze_backbone or o.head_learning_rate > 0:
@@ -89,6 +118,10 @@ def make_optimizer(config: ml_collections.ConfigDict,
     head = _base_optimizer(config, _schedule(config, head_lr, steps_per_epoch))
     backbone = optax.set_to_zero() if m.freeze_backbone else tx
     tx = optax.multi_transform({"head": head, "backbone": backbone}, param_labels)
+  if o.layer_decay < 1:
+    if layers is None:
+      raise ValueError("optimizer.layer_decay < 1 needs the model's layer_order")
+    tx = optax.chain(tx, _layer_decay(layers, o.layer_decay))
   if o.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), tx)
   return tx

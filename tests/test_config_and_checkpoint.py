@@ -42,6 +42,7 @@ def test_every_config_loads_and_validates(path):
     ("model.dtype", "float8", "unknown model.dtype"),
     ("model.dropout_rate", 1.0, "dropout_rate"),
     ("optimizer.name", "sgdm", "optimizer.name must be one of adam, adamw, sgd"),
+    ("optimizer.layer_decay", 0.0, "optimizer.layer_decay must be in"),
 ])
 def test_validate_names_the_bad_field(field, value, message):
   config = _load(os.path.join(ROOT, "configs", "default.py"))

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxposter import experiment
+from jaxposter import experiment, train_state
 from tests.conftest import ROOT, TINY
 
 # Narrow copies of each family: the same code paths, compiled in seconds.
@@ -102,6 +102,26 @@ def test_separate_head_learning_rate(tiny_data_dir, tmp_path):
   head = np.abs(p1["head"]["kernel"] - p0["head"]["kernel"]).max()
   stem = np.abs(p1["conv1"]["kernel"] - p0["conv1"]["kernel"]).max()
   assert head > 1e3 * stem > 0
+
+
+def test_layer_decay_slows_the_backbone_from_the_top_down(tiny_data_dir, tmp_path):
+  """optimizer.layer_decay: the tiny ResNet18's 6 backbone modules (conv1, bn1, one block a
+  stage) in forward order, so the stem's first Adam step is decay**5 the top block's."""
+  config = tiny("resnet18.py", tiny_data_dir)
+  config.optimizer.layer_decay = 0.5
+  exp = experiment.setup(config, str(tmp_path))
+  shape = (exp.geom.height, exp.geom.width, 3)
+  assert train_state.layer_order(exp.model, shape) == [
+      "conv1", "bn1", "layer1_0", "layer2_0", "layer3_0", "layer4_0", "head"]
+  state = exp.new_state(exp.steps_per_epoch())
+  p0 = jax.device_get(state.params)
+  state, _ = _steps(exp, state, n=1)
+  p1 = jax.device_get(state.params)
+  step = {name: max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(p1[name]),
+                                                        jax.tree.leaves(p0[name])))
+          for name in ("conv1", "layer4_0", "head")}
+  np.testing.assert_allclose(step["conv1"] / step["layer4_0"], 0.5**5, rtol=0.05)
+  np.testing.assert_allclose(step["head"] / step["layer4_0"], 1.0, rtol=0.05)
 
 
 def _narrow_resnet_weights(directory):
