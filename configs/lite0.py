@@ -13,13 +13,11 @@ Expected on the moviegenre-dev test split (top 5, best checkpoint by validation 
 seeds 0-2): validation mAP 0.558, test mAP 0.525 (0.518-0.529), macro ROC-AUC 0.743, OF1 0.606
 at the validation-tuned threshold (constant predictor: 0.294, 0.500, 0.534;
 configs/scratch.py: 0.456, 0.675, 0.569). 22 minutes on a quiet 2-core CPU of 2026-12-07
-(14-16 images/s in training); the same step ran half as fast on another day's CPU. Without
-the layer-wise decay (--config.optimizer.layer_decay=1 --config.optimizer.learning_rate=2e-4,
-the recipe until 2026-12-07): validation 0.555, test 0.522 / 0.741 / 0.611 over 3 seeds.
-Ensembles (`launch.py --workdir a,b[,c] --mode eval`) add 0.004-0.009 mAP: two such runs
-without the decay 0.526 / 0.745 / 0.609, those two and a third at 448x304
-(--config.data.image_height=448 --config.data.image_width=304) 0.531 / 0.748 / 0.611.
-At 336x228 in 5 epochs (--config.data.image_height=336 --config.data.image_width=228
+(14-16 images/s in training); the same step ran half as fast on another day's CPU. The
+three seeds as an ensemble (`launch.py --workdir a,b,c --mode eval`): 0.534 / 0.750 / 0.617,
+in 65 minutes of training. Without the layer-wise decay (--config.optimizer.layer_decay=1
+--config.optimizer.learning_rate=2e-4, the recipe until 2026-12-07): validation 0.555, test
+0.522 / 0.741 / 0.611 over 3 seeds. At 336x228 in 5 epochs (--config.data.image_height=336 --config.data.image_width=228
 --config.num_epochs=5, without the decay): validation 0.550, test 0.516 / 0.735 / 0.606 over
 3 seeds, in about 0.9x the time. At the posters' own 268x182 in 8 epochs: validation
 0.537-0.542, test mAP 0.510 over 3 seeds.
