@@ -72,9 +72,12 @@ def _base_optimizer(config: ml_collections.ConfigDict, lr) -> optax.GradientTran
   raise ValueError(f"unknown optimizer.name {o.name!r}; choose one of {OPTIMIZERS}")
 
 
+HEAD = "head"  # every model's classifier: its top-level module of that name (models/layers.py)
+
+
 def param_labels(params) -> dict:
-  """'head' for the classifier (every model's top-level `head` module), else 'backbone'."""
-  return {name: jax.tree.map(lambda _: "head" if name == "head" else "backbone", sub)
+  """'head' for the classifier (`HEAD`), else 'backbone'."""
+  return {name: jax.tree.map(lambda _: "head" if name == HEAD else "backbone", sub)
           for name, sub in params.items()}
 
 
@@ -95,7 +98,7 @@ def _layer_decay(layers: list[str], decay: float) -> optax.GradientTransformatio
   """Layer-wise learning-rate decay: the updates of the k-th backbone module below the top of
   `layers` (forward order) scaled by decay**k (its learning rate and, in AdamW, its decay);
   the head's left as they are."""
-  backbone = [name for name in layers if name != "head"]
+  backbone = [name for name in layers if name != HEAD]
   scale = {name: decay ** (len(backbone) - 1 - k) for k, name in enumerate(backbone)}
 
   def update(updates, params=None):
