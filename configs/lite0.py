@@ -15,12 +15,14 @@ at the validation-tuned threshold (constant predictor: 0.294, 0.500, 0.534;
 configs/scratch.py: 0.456, 0.675, 0.569). 22 minutes on a quiet 2-core CPU of 2026-12-07
 (14-16 images/s in training); the same step ran half as fast on another day's CPU. The
 three seeds as an ensemble (`launch.py --workdir a,b,c --mode eval`): 0.534 / 0.750 / 0.617,
-in 65 minutes of training. Without the layer-wise decay (--config.optimizer.layer_decay=1
+in 65 minutes of training; any two of them: 0.530-0.535 / 0.746-0.751 / 0.612-0.616 in 43.
+Training longer does not help: in 6 epochs, validation mAP peaks at epoch 4, below this
+recipe's. Without the layer-wise decay (--config.optimizer.layer_decay=1
 --config.optimizer.learning_rate=2e-4, the recipe until 2026-12-07): validation 0.555, test
-0.522 / 0.741 / 0.611 over 3 seeds. At 336x228 in 5 epochs (--config.data.image_height=336 --config.data.image_width=228
---config.num_epochs=5, without the decay): validation 0.550, test 0.516 / 0.735 / 0.606 over
-3 seeds, in about 0.9x the time. At the posters' own 268x182 in 8 epochs: validation
-0.537-0.542, test mAP 0.510 over 3 seeds.
+0.522 / 0.741 / 0.611 over 3 seeds. At 336x228 in 5 epochs (--config.data.image_height=336
+--config.data.image_width=228 --config.num_epochs=5, without the decay): validation 0.550,
+test 0.516 / 0.735 / 0.606 over 3 seeds, in about 0.9x the time. At the posters' own 268x182
+in 8 epochs: validation 0.537-0.542, test mAP 0.510 over 3 seeds.
 Lite1/Lite2: --config.model.name=efficientnet_lite1 (or lite2). docs/pretrained.md has the
 runs behind each choice.
 """
