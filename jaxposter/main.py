@@ -142,8 +142,11 @@ def serve_model(config, workdirs: list[str], step, threshold: str, host: str, po
     raise UserError(f"--mode serve needs the serve extra ({e.name} is missing): "
                     "pip install -e '.[serve]'") from None
   sock = app.listen(host, port)  # a taken port fails before the model loads
-  members, kind = _restore_to_predict(config, workdirs, step, threshold)
-  app.serve(members, kind, sock)
+  try:  # Ctrl-C stops it cleanly while the model loads or compiles, or once it serves
+    app.serve(*_restore_to_predict(config, workdirs, step, threshold), sock)
+  except KeyboardInterrupt:  # before uvicorn handles it, or raised again after its stop
+    pass
+  print("stopped", flush=True)
 
 
 def export_model(config, workdirs: list[str], step, output: str) -> dict:

@@ -13,6 +13,7 @@ Decoding is bounded across requests by memory (serve/budget.py): an upload whose
 pixels do not fit beside those in flight is answered 503 {"error": "busy"} with Retry-After.
 """
 
+import contextlib
 import importlib.resources
 import ipaddress
 import socket
@@ -86,9 +87,9 @@ async def _decoded(budget: DecodeBudget, max_pixels: int, fn, data: bytes, *args
 
 
 def create_app(model: Model, max_upload: int = MAX_UPLOAD,
-               budget: DecodeBudget | None = None) -> Starlette:
+               budget: DecodeBudget | None = None, lifespan=None) -> Starlette:
   """The routes over `model`; `budget`: the decoding memory shared by requests (default:
-  serve/budget.py's DecodeBudget())."""
+  serve/budget.py's DecodeBudget()); `lifespan`: Starlette's, run at startup and shutdown."""
   page = importlib.resources.files(__package__).joinpath("page.html").read_text("utf-8")
   budget = budget or DecodeBudget()
 
@@ -116,7 +117,7 @@ def create_app(model: Model, max_upload: int = MAX_UPLOAD,
       Route("/", index), Route("/api/model", describe),
       Route("/api/predict", predict, methods=["POST"]),
       Route("/api/saliency", saliency, methods=["POST"]),
-  ], exception_handlers={Refused: _refusal})
+  ], exception_handlers={Refused: _refusal}, lifespan=lifespan)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -136,19 +137,22 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(members: list, kind, sock: socket.socket) -> None:
-  """Restored members -> compiled once -> served on `sock` until Ctrl-C."""
+  """Restored members -> compiled once -> served on `sock` until Ctrl-C, which uvicorn
+  turns into a graceful stop and then raises (KeyboardInterrupt) for the caller."""
   started = time.perf_counter()
   model = Model(members, kind)
   model.warm_up()
   host, port = sock.getsockname()[:2]
   url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
-  print(f"serving {len(members)} model{'s' * (len(members) > 1)} at {url} (compiled in "
-        f"{time.perf_counter() - started:.1f} s; Ctrl-C stops)", flush=True)
-  if not ipaddress.ip_address(host).is_loopback:
-    print(f"note: --host {host} lets other machines reach the page; it has no login",
-          flush=True)
-  server = uvicorn.Server(uvicorn.Config(create_app(model), log_level="warning"))
-  try:
-    server.run(sockets=[sock])
-  except KeyboardInterrupt:  # uvicorn stops gracefully, then raises the Ctrl-C it caught
-    print("stopped", flush=True)
+
+  @contextlib.asynccontextmanager
+  async def announce(_):  # at uvicorn's startup, once its Ctrl-C handler is in place
+    print(f"serving {len(members)} model{'s' * (len(members) > 1)} at {url} (compiled in "
+          f"{time.perf_counter() - started:.1f} s; Ctrl-C stops)", flush=True)
+    if not ipaddress.ip_address(host).is_loopback:
+      print(f"note: --host {host} lets other machines reach the page; it has no login",
+            flush=True)
+    yield
+
+  app = create_app(model, lifespan=announce)
+  uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
