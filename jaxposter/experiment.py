@@ -138,7 +138,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, platform: s
       m.name, num_classes, dtype=m.dtype, dropout_rate=m.dropout_rate, frozen_bn=m.freeze_backbone,
       bn_axis_name=(steps_lib.PMAP_AXIS if config.parallelism == "pmap"
                     and not config.reduction_shards else None),
-      ops=cpu_ops.model_ops(config.cpu_filter_grad) if platform == "cpu" else None,
+      ops=(cpu_ops.model_ops(config.cpu_filter_grad, looped=config.reduction_shards > 0)
+           if platform == "cpu" else None),
       **m.kwargs.to_dict(), **({"remat": True} if m.remat else {}))
 
 

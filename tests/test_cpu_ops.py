@@ -207,6 +207,9 @@ def test_the_config_choice_becomes_a_route_for_this_host(tmp_path):
   assert cpu_ops.host_filter_grad("auto", str(older)) == "patches"
   assert cpu_ops.host_filter_grad("auto", str(tmp_path / "missing")) == "patches"
   assert cpu_ops.host_filter_grad("xla", str(avx512)) == "xla"
+  # A gradient computed shard by shard in a loop (reduction_shards) takes the matmuls anywhere.
+  assert cpu_ops.host_filter_grad("auto", str(avx512), looped=True) == "patches"
+  assert cpu_ops.host_filter_grad("xla", str(avx512), looped=True) == "xla"
   with pytest.raises(ValueError, match="auto, patches, xla"):
     cpu_ops.host_filter_grad("onednn")
   with pytest.raises(ValueError, match="filter gradient route 'auto'"):

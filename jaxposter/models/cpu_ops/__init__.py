@@ -48,16 +48,21 @@ _depthwise_route = _named(depthwise_conv, (2, 3))
 _pool_route = _named(pool.max_pool, (1, 2, 3))
 
 
-def host_filter_grad(choice: str = "auto", cpuinfo: str = "/proc/cpuinfo") -> str:
+def host_filter_grad(choice: str = "auto", cpuinfo: str = "/proc/cpuinfo",
+                     looped: bool = False) -> str:
   """The config's `cpu_filter_grad` as a `ConvRoute.filter_grad` for this host: "auto" is
-  "large" on AVX-512 CPUs (XLA's own is as fast there but for large convs) and "patches"
-  elsewhere (XLA's takes 4-20x the conv's forward time there; no measurement says it is
-  fine off Linux either)."""
+  "patches" where the step computes its gradient in a loop (`looped`: `reduction_shards`'
+  shards, one after another), whose body XLA:CPU compiles with filter gradients 50-70x
+  slower than outside it; else "large" on AVX-512 CPUs (XLA's own is as fast there but for
+  large convs) and "patches" elsewhere (XLA's takes 4-20x the conv's forward time there; no
+  measurement says it is fine off Linux either)."""
   if choice not in FILTER_GRAD_ROUTES:
     raise ValueError(f"cpu_filter_grad must be one of {', '.join(FILTER_GRAD_ROUTES)}, "
                      f"not {choice!r}")
   if choice != "auto":
     return choice
+  if looped:
+    return "patches"
   try:
     with open(cpuinfo) as f:
       return "large" if " avx512f" in f.read() else "patches"
@@ -111,11 +116,12 @@ def max_pool(inputs, window_shape, strides=None, padding="VALID"):
 
 
 @functools.cache
-def model_ops(filter_grad: str = "auto") -> dict:
+def model_ops(filter_grad: str = "auto", looped: bool = False) -> dict:
   """The CPU routes as a model's `conv` and `max_pool` fields (`jaxposter.models`);
-  `filter_grad`: the config's `cpu_filter_grad` (`host_filter_grad`)."""
+  `filter_grad`: the config's `cpu_filter_grad`, `looped`: the step's gradient is computed in
+  a loop (`host_filter_grad`)."""
   return {"conv": functools.partial(nn.Conv, conv_general_dilated=ConvRoute(
-      host_filter_grad(filter_grad))), "max_pool": max_pool}
+      host_filter_grad(filter_grad, looped=looped))), "max_pool": max_pool}
 
 
 __all__ = ["FILTER_GRADS", "FILTER_GRAD_ROUTES", "ROUTE_PREFIX", "ConvRoute", "conv",
