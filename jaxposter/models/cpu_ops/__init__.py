@@ -52,7 +52,7 @@ def host_filter_grad(choice: str = "auto", cpuinfo: str = "/proc/cpuinfo",
                      looped: bool = False) -> str:
   """The config's `cpu_filter_grad` as a `ConvRoute.filter_grad` for this host: "auto" is
   "patches" where the step computes its gradient in a loop (`looped`: `reduction_shards`'
-  shards, one after another), whose body XLA:CPU compiles with filter gradients 50-70x
+  shards, one after another), whose body XLA:CPU compiles with filter gradients 35-75x
   slower than outside it; else "large" on AVX-512 CPUs (XLA's own is as fast there but for
   large convs) and "patches" elsewhere (XLA's takes 4-20x the conv's forward time there; no
   measurement says it is fine off Linux either)."""
