@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxposter import models
+from configs import demo
+from jaxposter import experiment, models
 from jaxposter.models import cpu_ops
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -214,6 +215,16 @@ def test_the_config_choice_becomes_a_route_for_this_host(tmp_path):
     cpu_ops.host_filter_grad("onednn")
   with pytest.raises(ValueError, match="filter gradient route 'auto'"):
     cpu_ops.patch_filter_grad((1, 8, 8, 3), (3, 3, 3, 8), (1, 1), ((1, 1),) * 2, "auto")
+
+
+def test_the_demo_gradient_loop_takes_the_matmuls():
+  """The assembly tells the routes when the step loops over reduction_shards (the demo):
+  every filter gradient as matmuls on any CPU; without shards the host decides."""
+  config = demo.get_config()
+  route = lambda c: experiment.build_model(c, 8, "cpu").conv.keywords["conv_general_dilated"]
+  assert config.reduction_shards > 0 and route(config).filter_grad == "patches"
+  config.reduction_shards = 0
+  assert route(config).filter_grad == cpu_ops.host_filter_grad()
 
 
 TINY_MODELS = {  # one of each family, small enough to compile in seconds
